@@ -358,6 +358,7 @@ function resolveServer(name: string, section: IniSection, globalSection: IniSect
     lockDirectory: global.barman_lock_directory ?? global.barman_home ?? '',
   };
   detectOwnPathConflicts(name, section, paths, issues);
+  issues.sort((a, b) => (a.file ?? '').localeCompare(b.file ?? '') || (a.line ?? 0) - (b.line ?? 0));
 
   return {
     name,
