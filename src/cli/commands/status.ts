@@ -1,0 +1,82 @@
+import { listBackups, type CatalogBackup } from '../../catalog/catalog.ts';
+import type { ServerConfig } from '../../config/load.ts';
+import { formatRetentionPolicy } from '../../config/retention-policy.ts';
+import { probeServer } from '../../postgres/probe.ts';
+import { prettySize } from '../../util/human.ts';
+import type { CliContext } from '../context.ts';
+
+// `barkeep status SERVER...`: Barman's status lines, with the same JSON keys.
+
+interface StatusLine {
+  key: string;
+  description: string;
+  message: string;
+}
+
+export async function runStatus(ctx: CliContext, names: string[]): Promise<number> {
+  const servers = ctx.selectServers(names, { allowInactive: true, allowDisabled: true });
+  const all = await Promise.all(servers.map((s) => serverStatus(s)));
+  if (ctx.opts.format === 'json') {
+    const doc: Record<string, Record<string, { description: string; message: string }>> = {};
+    servers.forEach((s, i) => {
+      doc[s.name] = Object.fromEntries(all[i]!.map((l) => [l.key, { description: l.description, message: l.message }]));
+    });
+    ctx.printJson(doc);
+  } else {
+    servers.forEach((s, i) => {
+      ctx.print(`Server ${s.name}:`);
+      for (const l of all[i]!) ctx.print(`\t${l.description}: ${l.message}`);
+    });
+  }
+  return ctx.hadErrors ? 1 : 0;
+}
+
+async function serverStatus(s: ServerConfig): Promise<StatusLine[]> {
+  const lines: StatusLine[] = [];
+  const add = (key: string, description: string, message: string) => lines.push({ key, description, message });
+  if (s.settings.description) add('description', 'Description', s.settings.description);
+  add('active', 'Active', s.settings.active === false ? 'False' : 'True');
+  add('disabled', 'Disabled', s.disabled ? 'True' : 'False');
+
+  if (s.settings.active !== false) {
+    const probe = await probeServer({
+      conninfo: s.settings.conninfo,
+      streamingConninfo: null,
+      slotName: null,
+      timeoutSeconds: s.settings.check_timeout ?? 30,
+    });
+    const info = probe.info;
+    if (!info) {
+      add('pg_version', 'PostgreSQL version', `FAILED trying to get PostgreSQL version (${probe.connectionError ?? 'unknown error'})`);
+    } else {
+      add('pg_version', 'PostgreSQL version', info.serverTxtVersion);
+      add('is_in_recovery', 'Cluster state', info.isInRecovery ? 'in archive recovery' : 'in production');
+      if (info.currentSize !== null) add('current_size', 'Current data size', prettySize(info.currentSize));
+      if (info.settings['data_directory']) add('data_directory', 'PostgreSQL Data directory', info.settings['data_directory']);
+      if (info.currentWal) add('current_xlog', 'Current WAL segment', info.currentWal);
+    }
+  }
+  add('passive_node', 'Passive node', 'False');
+
+  const policy = s.settings.retention_policy;
+  add(
+    'retention_policies',
+    'Retention policies',
+    policy ? `enforced (mode: ${s.settings.retention_policy_mode ?? 'auto'}, retention: ${formatRetentionPolicy(policy)}, WAL retention: ${(s.settings.wal_retention_policy ?? 'main').toUpperCase()})` : 'not enforced',
+  );
+
+  let backups: CatalogBackup[] = [];
+  try {
+    backups = (await listBackups(s.paths)).backups;
+  } catch {
+    add('backups_number', 'No. of available backups', `FAILED (cannot read the catalog in ${s.paths.backupDirectory})`);
+    return lines;
+  }
+  const done = backups.filter((b) => b.info.status === 'DONE');
+  add('backups_number', 'No. of available backups', String(done.length));
+  add('first_backup', 'First available backup', done[0]?.backupId ?? 'None');
+  add('last_backup', 'Last available backup', done.at(-1)?.backupId ?? 'None');
+  const min = s.settings.minimum_redundancy ?? 0;
+  add('minimum_redundancy', 'Minimum redundancy requirements', `${done.length >= min ? 'satisfied' : 'FAILED'} (${done.length}/${min})`);
+  return lines;
+}
