@@ -87,7 +87,9 @@ export const SERVER_KEYS = {
   xlogdb_directory: key('both', parseAbsolutePath, { default: '%(wals_directory)s' }),
 
   // Backups
-  backup_method: key('both', parseEnum(BACKUP_METHODS), { default: 'rsync' }),
+  // barkeep's only method is 'postgres' (Barman's default is rsync, which
+  // would leave a configuration without the key unable to back up).
+  backup_method: key('both', parseEnum(BACKUP_METHODS), { default: 'postgres' }),
   backup_options: key('both', parseCsvOptions(['concurrent_backup', 'exclusive_backup', 'external_configuration'] as const, [['concurrent_backup', 'exclusive_backup']]), { default: 'concurrent_backup' }),
   immediate_checkpoint: key('both', parseBoolean, { default: 'false' }),
   reuse_backup: key('both', parseEnum(['off', 'copy', 'link'] as const), { support: 'never' }),

@@ -40,6 +40,9 @@ export async function closeQuietly(client: pg.Client | undefined): Promise<void>
 /** One-line description of a connection error, without secrets. */
 export function describePgError(e: unknown): string {
   const err = e as Error & { code?: string };
-  const msg = (err?.message ?? String(e)).split('\n')[0]!;
+  let msg = (err?.message ?? String(e)).split('\n')[0]!;
+  if (/client password must be a (non-empty )?string/.test(msg)) {
+    msg = 'no password supplied: the server asks for one; put it in ~/.pgpass (or the file PGPASSFILE names) or PGPASSWORD';
+  }
   return err?.code && /^[0-9A-Z]{5}$/.test(err.code) ? `${msg} (SQLSTATE ${err.code})` : msg;
 }

@@ -1,4 +1,5 @@
 import type { ClientConfig } from 'pg';
+import { lookupPgpass } from './pgpass.ts';
 
 // libpq connection strings as barman.conf holds them: `key=value` pairs
 // (values optionally single-quoted, with backslash escapes) or a
@@ -117,7 +118,20 @@ export function toClientConfig(conninfo: string, opts: PgOptions = {}): ClientCo
   }
   if (p['user']) cfg.user = p['user'];
   if (p['dbname']) cfg.database = p['dbname'];
-  if (p['password'] !== undefined) cfg.password = p['password'];
+  if (p['password'] !== undefined) {
+    cfg.password = p['password'];
+  } else if (process.env['PGPASSWORD'] === undefined) {
+    // Resolved at connect time with the same defaults libpq applies.
+    const user = cfg.user ?? process.env['PGUSER'] ?? currentUser();
+    cfg.password = () =>
+      lookupPgpass({
+        host: cfg.host ?? process.env['PGHOST'] ?? 'localhost',
+        port: cfg.port ?? Number(process.env['PGPORT'] ?? 5432),
+        database: cfg.database ?? process.env['PGDATABASE'] ?? (opts.replication ? 'replication' : user),
+        user,
+        ...(p['passfile'] ? { passfile: p['passfile'] } : {}),
+      }) ?? '';
+  }
   if (p['options']) cfg.options = p['options'];
   cfg.application_name = opts.applicationName ?? p['application_name'] ?? 'barkeep';
   const timeout = p['connect_timeout'] ? Number(p['connect_timeout']) : opts.connectTimeout;
@@ -143,6 +157,14 @@ function sslFor(p: ConninfoParams): ClientConfig['ssl'] {
       return { rejectUnauthorized: true, ...(p['sslrootcert'] ? { ca: readPem(p['sslrootcert']) } : {}) };
     default:
       throw new ConninfoError(`invalid sslmode "${mode}": use disable, allow, prefer, require, verify-ca or verify-full`);
+  }
+}
+
+function currentUser(): string {
+  try {
+    return process.getBuiltinModule('node:os').userInfo().username;
+  } catch {
+    return '';
   }
 }
 

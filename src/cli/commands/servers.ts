@@ -23,7 +23,7 @@ export function runListServer(ctx: CliContext, opts: { minimal?: boolean }): num
     }
     let description = s.settings.description ?? '';
     if (s.settings.active === false) description += ' (inactive)';
-    if (s.disabled) description += ' (WARNING: disabled)';
+    else if (s.disabled) description += ' (WARNING: disabled)';
     ctx.print(description ? `${s.name} - ${description.trim()}` : s.name);
   }
   return ctx.hadErrors ? 1 : 0;
