@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -249,5 +249,18 @@ describe('malformed configurations', () => {
       `${dir}/barman.conf:5: [pg] last_backup_minimum_size: 'lots' is not a size: use a number with an optional unit k, Ki, M, Mi, G, Gi, T, Ti (e.g. '1 GiB')`,
       `${dir}/barman.conf:6: [pg] last_backup_maximum_age: '7 fortnights' is not a time interval: use 'N hours|days|weeks|months' (e.g. '7 days')`,
     ]);
+  });
+});
+
+describe('the shipped examples in config/', () => {
+  it('load without errors or warnings', () => {
+    const repo = new URL('../../', import.meta.url).pathname;
+    const main = readFileSync(join(repo, 'config/barman.conf'), 'utf8').replace('/etc/barman.d', join(repo, 'config/barman.d'));
+    const dir = write({ 'barman.conf': main });
+    const config = loadConfigFile(join(dir, 'barman.conf'));
+    expect(allIssues(config).map(formatIssue)).toEqual([]);
+    const pg = config.servers.get('pg')!;
+    expect(pg.settings.create_slot).toBe('auto');
+    expect(pg.settings.backup_schedule).toBe('0 4 * * *');
   });
 });
