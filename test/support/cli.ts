@@ -16,15 +16,36 @@ export interface CliResult {
 
 export function barkeep(args: string[], opts: { env?: NodeJS.ProcessEnv; asUser?: string; timeoutMs?: number } = {}): Promise<CliResult> {
   if (!existsSync(BARKEEP_BIN)) throw new Error(`${BARKEEP_BIN} is missing: run 'npm run build' (npm test does it)`);
-  const [file, argv] = opts.asUser
-    ? ['runuser', ['-u', opts.asUser, '--', process.execPath, BARKEEP_BIN, ...args]]
-    : [process.execPath, [BARKEEP_BIN, ...args]];
+  const [file, argv] = opts.asUser ? [process.execPath, asUserArgs(opts.asUser, args)] : [process.execPath, [BARKEEP_BIN, ...args]];
   return new Promise((resolve) => {
     execFile(file, argv, { env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 60_000, cwd: '/tmp' }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * Runs barkeep with another user's privileges without that user having to
+ * reach the checkout (which may sit in a private directory): Node and every
+ * barkeep module are loaded as root, then the process drops to the user and
+ * runs the command, so every file the command touches is accessed as the user.
+ */
+function asUserArgs(user: string, args: string[]): string[] {
+  const dist = join(REPO_ROOT, 'dist/cli');
+  const script = `
+    const { execFileSync } = await import('node:child_process');
+    const uid = Number(execFileSync('id', ['-u', ${JSON.stringify(user)}]));
+    const gid = Number(execFileSync('id', ['-g', ${JSON.stringify(user)}]));
+    const { readdirSync } = await import('node:fs');
+    const { main } = await import(${JSON.stringify(`${dist}/main.js`)});
+    for (const f of readdirSync(${JSON.stringify(`${dist}/commands`)})) if (f.endsWith('.js')) await import(${JSON.stringify(`${dist}/commands/`)} + f);
+    process.setgroups([gid]);
+    process.setgid(gid);
+    process.setuid(uid);
+    process.exitCode = await main(${JSON.stringify(args)});
+  `;
+  return ['--input-type=module', '-e', script];
 }
 
 /**

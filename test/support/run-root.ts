@@ -10,9 +10,10 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const RUN_ROOT_ENV = 'BARKEEP_TEST_ROOT';
@@ -67,9 +68,42 @@ export function pgBinDir(major: PgMajor): string {
     `/usr/lib/postgresql/${major}/bin`,
   ];
   for (const dir of candidates) {
-    if (existsSync(join(dir, 'pg_ctl')) && existsSync(join(dir, 'initdb'))) return dir;
+    if (existsSync(join(dir, 'pg_ctl')) && existsSync(join(dir, 'initdb'))) return reachableBinDir(major, dir);
   }
   throw new Error(`no PostgreSQL ${major} binaries; looked in ${candidates.join(', ')}`);
+}
+
+const reachable = new Map<string, string>();
+
+/**
+ * The server user must be able to execute the binaries. A checkout in a
+ * private directory (mktemp -d makes it 0700) hides node_modules from it:
+ * then the package's native/ tree (bin, lib, share; the binaries find their
+ * libraries relative to themselves) is copied once into the run root.
+ */
+function reachableBinDir(major: PgMajor, dir: string): string {
+  const known = reachable.get(dir);
+  if (known) return known;
+  let result = dir;
+  if (IS_ROOT && spawnSync('runuser', ['-u', SERVER_USER, '--', 'test', '-x', join(dir, 'postgres')]).status !== 0) {
+    const target = join(runRoot(), 'pg-binaries', `pg${major}`);
+    if (!existsSync(join(target, 'bin', 'postgres'))) {
+      // Copy beside the target, then rename: parallel workers may race here.
+      const tmp = `${target}.${process.pid}.${randomBytes(3).toString('hex')}`;
+      mkdirSync(dirname(target), { recursive: true, mode: 0o755 });
+      const cp = spawnSync('cp', ['-a', dirname(dir), tmp]);
+      if (cp.status !== 0) throw new Error(`cannot copy PostgreSQL ${major} binaries to ${tmp}: ${cp.stderr}`);
+      spawnSync('chmod', ['-R', 'a+rX', tmp]);
+      try {
+        renameSync(tmp, target);
+      } catch {
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    }
+    result = join(target, 'bin');
+  }
+  reachable.set(dir, result);
+  return result;
 }
 
 let lazyRoot: string | undefined;
