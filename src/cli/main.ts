@@ -1,10 +1,13 @@
 import { Command, CommanderError, Option } from 'commander';
+import { runCheck } from './commands/check.ts';
+import { runDiagnose } from './commands/diagnose.ts';
+import { runListServer, runShowServer } from './commands/servers.ts';
+import { runStatus } from './commands/status.ts';
 import { CliContext, CliError, type GlobalOptions } from './context.ts';
 import { VERSION } from './version.ts';
 
 // The command line: Barman's global options and command names (with its
-// aliases), parsed by commander. Each command module loads lazily so a
-// simple `barkeep list-server` does not pay for the others.
+// aliases), parsed by commander.
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
@@ -35,7 +38,6 @@ export async function main(argv: string[]): Promise<number> {
     .description('list the configured servers')
     .option('--minimal', 'machine readable output: server names only')
     .action(async (opts: { minimal?: boolean }) => {
-      const { runListServer } = await import('./commands/servers.ts');
       await run(() => runListServer(ctx(), opts))();
     });
 
@@ -45,7 +47,6 @@ export async function main(argv: string[]): Promise<number> {
     .description('show the configuration and live details of servers')
     .argument('<server...>', "server names, or 'all'")
     .action(async (names: string[]) => {
-      const { runShowServer } = await import('./commands/servers.ts');
       await run(() => runShowServer(ctx(), names))();
     });
 
@@ -56,7 +57,6 @@ export async function main(argv: string[]): Promise<number> {
     .option('--nagios', 'Nagios plugin output (exit code 2 on failure)')
     .option('--check-timeout <seconds>', 'override check_timeout for this run')
     .action(async (names: string[], opts: { nagios?: boolean; checkTimeout?: string }) => {
-      const { runCheck } = await import('./commands/check.ts');
       await run(() => runCheck(ctx(), names, opts))();
     });
 
@@ -65,7 +65,6 @@ export async function main(argv: string[]): Promise<number> {
     .description('show the status of servers')
     .argument('<server...>', "server names, or 'all'")
     .action(async (names: string[]) => {
-      const { runStatus } = await import('./commands/status.ts');
       await run(() => runStatus(ctx(), names))();
     });
 
@@ -73,7 +72,6 @@ export async function main(argv: string[]): Promise<number> {
     .command('diagnose')
     .description('print one JSON document describing the configuration (secrets masked), versions and servers, for support')
     .action(async () => {
-      const { runDiagnose } = await import('./commands/diagnose.ts');
       await run(() => runDiagnose(ctx()))();
     });
 

@@ -37,9 +37,7 @@ function asUserArgs(user: string, args: string[]): string[] {
     const { execFileSync } = await import('node:child_process');
     const uid = Number(execFileSync('id', ['-u', ${JSON.stringify(user)}]));
     const gid = Number(execFileSync('id', ['-g', ${JSON.stringify(user)}]));
-    const { readdirSync } = await import('node:fs');
     const { main } = await import(${JSON.stringify(`${dist}/main.js`)});
-    for (const f of readdirSync(${JSON.stringify(`${dist}/commands`)})) if (f.endsWith('.js')) await import(${JSON.stringify(`${dist}/commands/`)} + f);
     process.setgroups([gid]);
     process.setgid(gid);
     process.setuid(uid);
