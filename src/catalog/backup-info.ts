@@ -131,8 +131,7 @@ const HIDDEN_IF_NULL: ReadonlySet<string> = new Set(['backup_name', 'snapshots_i
 
 /** A BackupInfo with Barman's defaults (status EMPTY, 16 MiB segments, everything else None). */
 export function newBackupInfo(fields: Partial<BackupInfo> = {}): BackupInfo {
-  const info = { ...defaults(), ...fields };
-  return info;
+  return { ...defaults(), ...fields };
 }
 
 function defaults(): BackupInfo {
@@ -188,7 +187,8 @@ export function parseBackupInfo(text: string, sourcePath: string): ParsedBackupI
     }
     info[key] = decodeField(key as BackupInfoField, codec, raw, sourcePath, lineNo, warnings);
   });
-  const absent = BACKUP_INFO_FIELDS.filter((f) => !seen.has(f));
+  // backup_name and snapshots_info are missing whenever unset, whatever the Barman version.
+  const absent = BACKUP_INFO_FIELDS.filter((f) => !seen.has(f) && !HIDDEN_IF_NULL.has(f));
   if (absent.length > 0) info['absentFields'] = absent;
   if (Object.keys(unknown).length > 0) info['unknownFields'] = unknown;
   return { info: info as unknown as BackupInfo, warnings };

@@ -70,12 +70,16 @@ export async function tryAcquireLock(path: string): Promise<LockHandle | LockBus
   try {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0) await sleep(1 + Math.random() * 5 * attempt);
+      let linked = false;
       try {
         await link(tmp, lockPath);
+        linked = true;
         await fsyncDir(dirname(lockPath));
         return makeHandle(lockPath, content);
       } catch (err) {
-        if (!isErrno(err, 'EEXIST')) throw err;
+        // Do not keep a lock the caller will never learn it holds.
+        if (linked) await unlink(lockPath).catch(() => undefined);
+        if (linked || !isErrno(err, 'EEXIST')) throw err;
       }
       const seen = await inspect(lockPath);
       if (seen === null) continue; // released meanwhile: try again
@@ -226,6 +230,8 @@ function makeHandle(lockPath: string, content: string): LockHandle {
         if (isErrno(err, 'ENOENT')) return;
         throw err;
       }
+      // No directory fsync: if a crash undoes the unlink, the file names a dead process,
+      // which already counts as free.
       if (current === content) await unlink(lockPath).catch(() => undefined);
     },
   };

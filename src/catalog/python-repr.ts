@@ -21,6 +21,15 @@ export function pyTuple(...items: PyValue[]): PyTuple {
   return new PyTuple(items);
 }
 
+/**
+ * Builds a dict. From a plain object, keys keep the object's order, which JS puts
+ * integer-like keys first: pass entries when that matters.
+ */
+export function pyDict(entries: Iterable<readonly [PyValue, PyValue]> | Readonly<Record<string, PyValue>>): PyDict {
+  const pairs: Iterable<readonly [PyValue, PyValue]> = Symbol.iterator in entries ? (entries as Iterable<readonly [PyValue, PyValue]>) : Object.entries(entries);
+  return new Map(pairs);
+}
+
 export class PyReprSyntaxError extends Error {
   readonly offset: number;
   constructor(message: string, offset: number) {

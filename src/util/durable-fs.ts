@@ -125,7 +125,8 @@ export async function ensureDir(path: string, mode?: number): Promise<string[]> 
       if (!st.isDirectory()) throw new Error(`cannot create directory ${path}: ${current} exists and is not a directory`);
       break;
     } catch (err) {
-      if (!isErrno(err, 'ENOENT')) throw err;
+      // ENOTDIR: an ancestor is a file; walking up reaches it and reports it clearly.
+      if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
       missing.push(current);
       const parent = dirname(current);
       if (parent === current) break;
