@@ -13,7 +13,10 @@ import {
   type ServerKey,
   type ServerSettings,
 } from './keys.ts';
-import { ConfigValueError, stripQuotes } from './values.ts';
+import { stripQuotes } from './values.ts';
+import type { ServerPaths } from '../catalog/layout.ts';
+
+export type { ServerPaths };
 
 // Loads barman.conf the way Barman does: a main file whose [barman] section
 // holds global settings, every other section a server, plus every *.conf in
@@ -24,17 +27,6 @@ import { ConfigValueError, stripQuotes } from './values.ts';
 export const GLOBAL_SECTION = 'barman';
 const RESERVED_SERVER_NAMES = ['all', GLOBAL_SECTION];
 
-export interface ServerPaths {
-  name: string;
-  backupDirectory: string;
-  basebackupsDirectory: string;
-  walsDirectory: string;
-  incomingWalsDirectory: string;
-  streamingWalsDirectory: string;
-  errorsDirectory: string;
-  xlogdbDirectory: string;
-  lockDirectory: string;
-}
 
 export type ValueSource = { file: string; line: number; section: string } | 'default';
 
