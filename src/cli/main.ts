@@ -4,7 +4,11 @@ import { runDiagnose } from './commands/diagnose.ts';
 import { runListServer, runShowServer } from './commands/servers.ts';
 import { runStatus } from './commands/status.ts';
 import { CliContext, CliError, type GlobalOptions } from './context.ts';
+import type { CommandHost } from './command-host.ts';
 import { VERSION } from './version.ts';
+
+// Command groups in their own modules register themselves here.
+const GROUPS: ((host: CommandHost) => void)[] = [];
 
 // The command line: Barman's global options and command names (with its
 // aliases), parsed by commander.
@@ -74,6 +78,9 @@ export async function main(argv: string[]): Promise<number> {
     .action(async () => {
       await run(() => runDiagnose(ctx()))();
     });
+
+  const host: CommandHost = { program, context: ctx, setExitCode: (code) => void (exitCode = code) };
+  for (const register of GROUPS) register(host);
 
   try {
     await program.parseAsync(argv, { from: 'user' });
