@@ -3,7 +3,7 @@
 // way the reference documents for a Barman deployment.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
@@ -408,4 +408,39 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<PgCl
     const log = msg.includes('--- server log ---') ? '' : `\n--- server log ---\n${cluster.logTail(30)}`;
     throw new Error(`startCluster(major ${major}) in ${dir} failed: ${msg}${log}`, { cause: err });
   }
+}
+
+/**
+ * A streaming standby of `primary`, made from a cold copy of its data
+ * directory (works for every major, including the npm builds that ship no
+ * pg_basebackup). The primary is stopped for the copy and started again.
+ * Same system identifier, same `barman` role and password; no slots.
+ */
+export async function cloneAsStandby(primary: PgCluster, settings: Record<string, SettingValue> = {}): Promise<PgCluster> {
+  const dir = resolve(runRoot(), `standby${primary.major}-${process.pid}-${++clusterSeq}-${randomBytes(2).toString('hex')}`);
+  mkdirSync(dir, { mode: 0o755 });
+  chownToServer(dir);
+  const standby = new Cluster({ major: primary.major, port: await freePort(), dir, binDir: primary.binDir, barmanPassword: primary.barmanPassword });
+  mkdirSync(standby.socketDir, { mode: 0o755 });
+  chownToServer(standby.socketDir);
+  await primary.stop('fast');
+  try {
+    await run('cp', ['-a', primary.dataDir, standby.dataDir], { cwd: dir });
+  } finally {
+    await primary.start();
+  }
+  await rm(join(standby.dataDir, 'postmaster.pid'), { force: true });
+  for (const slot of existsSync(join(standby.dataDir, 'pg_replslot')) ? readdirSync(join(standby.dataDir, 'pg_replslot')) : []) {
+    await rm(join(standby.dataDir, 'pg_replslot', slot), { recursive: true, force: true });
+  }
+  standby.writeConf(readFileSync(join(standby.dataDir, 'postgresql.conf'), 'utf8'), {
+    primary_conninfo: `host=${primary.socketDir} port=${primary.port} user=postgres`,
+    hot_standby: 'on',
+    ...settings,
+  });
+  writeFileSync(join(standby.dataDir, 'standby.signal'), '');
+  chownToServer(join(standby.dataDir, 'standby.signal'));
+  await standby.startFresh();
+  await standby.loadVersion();
+  return standby;
 }
