@@ -130,6 +130,9 @@ async function main(): Promise<void> {
   await cluster.superuserQuery("SELECT pg_drop_replication_slot('bench_hold')");
   await cluster.superuserQuery("SELECT pg_create_physical_replication_slot('prw_live', true)");
   mkdirSync(prwDir, { recursive: true });
+  // Lag counts only WAL written by the flood, not what preceded it.
+  const liveFrom = await lsn(cluster, 'pg_current_wal_lsn()');
+  const liveFromText = `${(liveFrom >> 32n).toString(16)}/${(liveFrom & 0xffffffffn).toString(16)}`;
   const bk = spawn(process.execPath, [join(REPO_ROOT, 'dist/cli/bin.js'), '-c', conf, '-q', 'receive-wal', 'live'], { env, stdio: 'ignore' });
   const prw = spawn(join(PG_BIN, 'pg_receivewal'), ['-h', '127.0.0.1', '-p', String(cluster.port), '-U', 'barman', '--no-password', '-S', 'prw_live', '-D', prwDir], { env, stdio: 'ignore' });
   await new Promise((r) => setTimeout(r, 2000));
@@ -139,7 +142,7 @@ async function main(): Promise<void> {
   const sampler = (async () => {
     while (sampling) {
       const rows = await cluster.superuserQuery<{ app: string; lag: string | null }>(
-        "SELECT application_name AS app, (pg_current_wal_lsn() - flush_lsn)::text AS lag FROM pg_stat_replication",
+        `SELECT application_name AS app, (pg_current_wal_lsn() - greatest(flush_lsn, '${liveFromText}'::pg_lsn))::text AS lag FROM pg_stat_replication`,
       );
       for (const r of rows) if (r.app in lag && r.lag !== null) lag[r.app]!.push(Number(r.lag));
       try {
@@ -152,7 +155,6 @@ async function main(): Promise<void> {
     }
   })();
   const floodStart = Date.now();
-  const liveFrom = await lsn(cluster, 'pg_current_wal_lsn()');
   await flood(cluster, BigInt(Math.round(Math.min(GB, 1) * 1024 ** 3)), liveFrom);
   const floodSeconds = (Date.now() - floodStart) / 1000;
   const finalLsn = await lsn(cluster, 'pg_current_wal_lsn()');

@@ -9,6 +9,8 @@ import { readIdentity } from '../catalog/identity.ts';
 import { listBackups, type BackupCatalog } from '../catalog/catalog.ts';
 import type { BackupInfo } from '../catalog/backup-info.ts';
 import { humanTimedelta } from '../util/human.ts';
+import { checkReceiveWalRunning, checkWalContinuity, checkWalMaximumAge } from './receiver-checks.ts';
+import { archiverErrorsCheck, emptyIncomingCheck, emptyStreamingCheck, walArchiveCheck, walSizeCheck } from './wal-archive-checks.ts';
 
 // The checks of `barkeep check`, named and ordered as Barman names and
 // orders them, so monitoring that parses Barman's output keeps working.
@@ -42,7 +44,7 @@ export async function checkServer(server: ServerConfig, timeoutOverride?: number
     perf: {},
   };
   const timeout = timeoutOverride ?? server.settings.check_timeout ?? 30;
-  const run = new CheckRun(server, report.checks, timeout);
+  const run = new CheckRun(server, report.checks, timeout, report.perf);
   try {
     if (timeout > 0) {
       let timer: NodeJS.Timeout | undefined;
@@ -76,11 +78,13 @@ class CheckRun {
   private readonly server: ServerConfig;
   private readonly out: CheckResult[];
   private readonly timeout: number;
+  readonly perf: ServerCheckReport['perf'];
 
-  constructor(server: ServerConfig, out: CheckResult[], timeout: number) {
+  constructor(server: ServerConfig, out: CheckResult[], timeout: number, perf: ServerCheckReport['perf']) {
     this.server = server;
     this.out = out;
     this.timeout = timeout;
+    this.perf = perf;
   }
 
   abandon(): void {
@@ -98,6 +102,12 @@ class CheckRun {
       const more = errors.length > 1 ? ` (and ${errors.length - 1} more error${errors.length > 2 ? 's' : ''}: see 'barkeep show-server ${this.server.name}')` : '';
       this.add('configuration', false, `${formatIssue(errors[0]!)}${more}`);
     }
+    // Barman prints 'WAL archive' first, and only when it fails.
+    const walArchive = await this.guard('WAL archive', async () => {
+      const backups = (await this.loadBackups()) ?? [];
+      return walArchiveCheck(this.server, { hasWaitingBackup: backups.some((b) => b.status === 'WAITING_FOR_WALS') });
+    });
+    if (walArchive && !walArchive.ok) this.push(walArchive);
     await this.checkPostgres();
     await this.checkBackupPrivileges();
     await this.checkStreaming();
@@ -106,10 +116,41 @@ class CheckRun {
     await this.checkDirectories();
     this.checkRetentionSettings();
     await this.checkBackupMaximumAge();
+    this.push(await this.guard('wal maximum age', () => checkWalMaximumAge(this.server)));
+    const walSize = await this.guard('wal size', () => walSizeCheck(this.server, { lastBackup: this.lastBackupWals() }));
+    this.push(walSize);
+    if (walSize && 'bytes' in walSize) this.perf.walBytes = walSize.bytes as number;
     this.checkCompression();
     await this.checkFailedBackups();
     await this.checkMinimumRedundancy();
     await this.checkSystemId();
+    if (s.streaming_archiver) {
+      this.push(await this.guard('receive-wal running', () => checkReceiveWalRunning(this.server)));
+      this.push(await this.guard('WAL continuity', () => checkWalContinuity(this.server)));
+    }
+    this.push(await this.guard('archiver errors', () => archiverErrorsCheck(this.server)));
+    this.push(await this.guard('empty incoming directory', () => emptyIncomingCheck(this.server)));
+    this.push(await this.guard('empty streaming directory', () => emptyStreamingCheck(this.server)));
+  }
+
+  /** Runs a check that must not take the others down with it. */
+  private async guard(name: string, fn: () => Promise<CheckResult | null>): Promise<CheckResult | null> {
+    try {
+      return await fn();
+    } catch (e) {
+      return { name, ok: false, hint: (e as Error).message };
+    }
+  }
+
+  private push(result: CheckResult | null): void {
+    if (result) this.add(result.name, result.ok, result.hint);
+  }
+
+  /** Begin/end WAL of the newest DONE backup, for the 'wal size' figure; null without one. */
+  private lastBackupWals(): { beginWal: string; endWal: string } | null {
+    const last = (this.backups ?? []).filter((b) => b.status === 'DONE').at(-1);
+    this.perf.backupBytes = last?.size ?? 0;
+    return last?.begin_wal && last.end_wal ? { beginWal: last.begin_wal, endWal: last.end_wal } : null;
   }
 
   async close(): Promise<void> {

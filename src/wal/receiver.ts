@@ -147,6 +147,16 @@ class Receiver {
       await this.diverged(verdict.reason, local.file);
       if (verdict.resume) return verdict.resume;
     }
+    // The archiver moves every complete segment out of streaming/; what was
+    // flushed last is then known from the receiver's own state file.
+    if (this.state.flushedLsn && this.state.timeline) {
+      const flushed = parseLsn(this.state.flushedLsn);
+      const resume = { timeline: this.state.timeline, startLsn: segmentStart(flushed, segmentSize) };
+      const verdict = await this.placeInHistory(client, id, resume.timeline, resume.startLsn, serverPos, segmentSize);
+      if (verdict.ok) return resume;
+      await this.diverged(verdict.reason, '');
+      if (verdict.resume) return verdict.resume;
+    }
     const slot = this.server.settings.slot_name;
     if (slot) {
       const pos = await this.readSlot(client, slot);
@@ -200,7 +210,7 @@ class Receiver {
     // Keep what we hold rather than overwrite it: it may be the only copy of
     // WAL from a history the server no longer has.
     const dir = this.server.paths.streamingWalsDirectory;
-    if (existsSync(join(dir, localFile))) {
+    if (localFile !== '' && existsSync(join(dir, localFile))) {
       const kept = join(this.server.paths.errorsDirectory, `${localFile}.${utcStamp()}.diverged`);
       renameSync(join(dir, localFile), kept);
       fsyncDirSync(dir);
@@ -257,7 +267,7 @@ class Receiver {
     try {
       for (;;) {
         this.log.info({ timeline, start: formatLsn(startLsn), slot }, 'starting WAL streaming');
-        await this.setState({ state: 'streaming', timeline, lastError: null });
+        await this.setState({ state: 'streaming', timeline, lastError: null, writtenLsn: formatLsn(writer.writtenLsn), flushedLsn: formatLsn(writer.flushedLsn) });
         this.opts.onStreaming?.(timeline, startLsn);
         let end;
         try {
