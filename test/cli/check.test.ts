@@ -3,7 +3,8 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeBackupInfo, newBackupInfo } from '../../src/catalog/backup-info.ts';
-import { barkeep, holdSlotActive } from '../support/cli.ts';
+import { barkeep } from '../support/cli.ts';
+import { barkeepServer, waitFor, type BarkeepServer, type ReceiverProcess } from '../support/barkeep-server.ts';
 import { freePort } from '../support/free-port.ts';
 import { startCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { makeTempDir } from '../support/tmp.ts';
@@ -21,10 +22,14 @@ const HEALTHY = [
   '\tdirectories: OK',
   '\tretention policy settings: OK',
   '\tbackup maximum age: OK (no last_backup_maximum_age provided)',
+  '\twal maximum age: OK (no last_wal_maximum_age provided)',
+  '\twal size: OK (0 B)',
   '\tcompression settings: OK',
   '\tfailed backups: OK (there are 0 failed backups)',
   '\tminimum redundancy requirements: OK (have 0 backups, expected at least 0)',
-  '\tsystemid coherence: OK (no system Id stored on disk)',
+  '\tsystemid coherence: OK',
+  '\treceive-wal running: OK',
+  '\tarchiver errors: OK',
   '',
 ].join('\n');
 
@@ -34,49 +39,48 @@ function serverSection(name: string, cluster: PgCluster, extra = '', conninfo = 
 
 describe.each([15, 17] as const)('check against a healthy PostgreSQL %i', (major) => {
   let cluster: PgCluster;
-  let dir: string;
-  let conf: string;
-  let release: () => Promise<void>;
+  let server: BarkeepServer;
+  let receiver: ReceiverProcess;
 
   beforeAll(async () => {
     cluster = await startCluster({ major });
-    dir = makeTempDir('check');
-    conf = join(dir, 'barman.conf');
-    writeFileSync(conf, `[barman]\nbarman_home = ${dir}/home\nlog_file = ${dir}/barkeep.log\nretention_policy = RECOVERY WINDOW OF 1 WEEKS\ncompression = gzip\n\n${serverSection('pg', cluster, 'slot_name = barman')}`);
-    await cluster.superuserQuery("SELECT pg_create_physical_replication_slot('barman', true)");
-    release = await holdSlotActive(cluster, 'barman');
+    server = barkeepServer(cluster, { retention_policy: 'RECOVERY WINDOW OF 1 WEEKS', compression: 'gzip' });
+    receiver = server.startReceiver();
+    await waitFor('streaming', () => receiver.output().includes('starting log streaming'));
+    const sw = await server.run(['switch-wal', '--force', '--archive', 'pg']);
+    expect(sw.code, sw.stdout + sw.stderr).toBe(0);
   });
   afterAll(async () => {
-    await release?.();
+    await receiver?.stop();
     await cluster?.destroy();
   });
 
   it('prints every check OK in Barman format and exits 0', async () => {
-    const r = await barkeep(['-c', conf, 'check', 'pg']);
+    const r = await server.run(['check', 'pg']);
     expect(r.stdout).toBe(HEALTHY);
     expect(r.code).toBe(0);
     // check creates the server's directories, as Barman does.
-    for (const d of ['base', 'wals', 'incoming', 'streaming', 'errors']) expect(existsSync(join(dir, 'home/pg', d))).toBe(true);
+    for (const d of ['base', 'wals', 'incoming', 'streaming', 'errors']) expect(existsSync(join(server.home, 'pg', d))).toBe(true);
   });
 
-  it('--nagios prints the OK line and exits 0', async () => {
-    const r = await barkeep(['-c', conf, 'check', '--nagios', 'pg']);
-    expect(r.stdout).toBe('BARMAN OK - Ready to serve the Espresso backup for pg\n');
+  it('--nagios prints the OK line with perfdata and exits 0', async () => {
+    const r = await server.run(['check', '--nagios', 'pg']);
+    expect(r.stdout).toBe('BARMAN OK - Ready to serve the Espresso backup for pg|pg=0B pg_wals=0B\n');
     expect(r.code).toBe(0);
   });
 
   it('-f json prints one document with every check', async () => {
-    const r = await barkeep(['-c', conf, '-f', 'json', 'check', 'all']);
+    const r = await server.run(['-f', 'json', 'check', 'all']);
     expect(r.code).toBe(0);
     const doc = JSON.parse(r.stdout) as Record<string, Record<string, { status: string; hint: string }>>;
     expect(Object.keys(doc)).toEqual(['pg']);
     expect(doc['pg']!['replication_slot']).toEqual({ hint: '', status: 'OK' });
-    expect(doc['pg']!['superuser_or_standard_user_with_backup_privileges']!.status).toBe('OK');
+    expect(doc['pg']!['receive_wal_running']).toEqual({ hint: '', status: 'OK' });
     expect(Object.values(doc['pg']!).every((c) => c.status === 'OK')).toBe(true);
   });
 
   it('status reports the live server', async () => {
-    const r = await barkeep(['-c', conf, 'status', 'pg']);
+    const r = await server.run(['status', 'pg']);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`\tPostgreSQL version: ${cluster.version.split(' ')[0]}\n`);
     expect(r.stdout).toContain('\tCluster state: in production\n');
@@ -84,17 +88,19 @@ describe.each([15, 17] as const)('check against a healthy PostgreSQL %i', (major
     expect(r.stdout).toMatch(/\tCurrent WAL segment: 0000000100000000000000[0-9A-F]{2}\n/);
     expect(r.stdout).toContain('\tRetention policies: enforced (mode: auto, retention: RECOVERY WINDOW OF 1 WEEKS, WAL retention: MAIN)\n');
     expect(r.stdout).toContain('\tNo. of available backups: 0\n');
-    const json = JSON.parse((await barkeep(['-c', conf, '-f', 'json', 'status', 'pg'])).stdout);
+    const json = JSON.parse((await server.run(['-f', 'json', 'status', 'pg'])).stdout);
     expect(json.pg.pg_version.message).toBe(cluster.version.split(' ')[0]);
     expect(json.pg.is_in_recovery).toEqual({ description: 'Cluster state', message: 'in production' });
   });
 
-  it('a slot that nobody streams from fails with the receive-wal hint', async () => {
-    await release();
-    const r = await barkeep(['-c', conf, 'check', 'pg']);
+  it('without a running receiver, the slot and receive-wal checks fail with hints', async () => {
+    await receiver.stop();
+    const r = await server.run(['check', 'pg']);
     expect(r.stdout).toContain("\treplication slot: FAILED (slot 'barman' not active: is 'receive-wal' running?)\n");
+    expect(r.stdout).toContain("\treceive-wal running: FAILED (no WAL receiver is running for this server; start it with 'barkeep receive-wal pg' or the barkeep daemon)\n");
     expect(r.code).toBe(1);
-    release = await holdSlotActive(cluster, 'barman');
+    receiver = server.startReceiver();
+    await waitFor('streaming again', () => receiver.output().includes('starting log streaming'));
   });
 });
 
@@ -160,7 +166,7 @@ describe('check against broken servers', () => {
     const r = await barkeep(['-c', conf, 'check', '--nagios', 'wrongpw', 'noslot']);
     expect(r.code).toBe(2);
     const lines = r.stdout.trimEnd().split('\n');
-    expect(lines[0]).toBe('BARMAN CRITICAL - 2 servers have issues * wrongpw FAILED: PostgreSQL, superuser or standard user with backup privileges, PostgreSQL streaming, wal_level * noslot FAILED: replication slot');
+    expect(lines[0]).toBe('BARMAN CRITICAL - 2 servers have issues * wrongpw FAILED: WAL archive, PostgreSQL, superuser or standard user with backup privileges, PostgreSQL streaming, wal_level, receive-wal running * noslot FAILED: WAL archive, replication slot, receive-wal running|wrongpw=0B wrongpw_wals=0B noslot=0B noslot_wals=0B');
     expect(lines).toContain("noslot.replication slot: FAILED (replication slot 'missing_slot' doesn't exist. Please execute 'barkeep receive-wal --create-slot noslot')");
   });
 

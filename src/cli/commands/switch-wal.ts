@@ -60,12 +60,17 @@ async function switchOne(ctx: CliContext, server: ServerConfig, force: boolean):
         return false;
       }
     }
-    const before = (await sql.query<{ w: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS w')).rows[0]!.w;
-    // pg_switch_wal() returns the end of the switch record; pg_walfile_name of
-    // an end position names the segment it closes.
-    const closed = (await sql.query<{ w: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS w')).rows[0]!.w;
-    const after = (await sql.query<{ w: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS w')).rows[0]!.w;
-    if (after === before) {
+    // pg_switch_wal() returns the end of the segment it closed, or, when
+    // there was nothing to switch, the start of the current one: only a real
+    // switch returns a position past where WAL was before. (Comparing file
+    // names fails: pg_walfile_name() of a segment boundary names the segment
+    // before it.)
+    const res = await sql.query<{ switched: boolean; closed: string }>(
+      `WITH b AS (SELECT pg_current_wal_lsn() AS before), s AS (SELECT pg_switch_wal() AS sw FROM b)
+       SELECT s.sw > b.before AS switched, pg_walfile_name(s.sw) AS closed FROM s, b`,
+    );
+    const { switched, closed } = res.rows[0]!;
+    if (!switched) {
       ctx.print(`No switch required for server '${server.name}'`);
       return null;
     }
