@@ -3,8 +3,12 @@
 // temp files) and `*.tmp` ignored; anything that is not a regular file with a WAL
 // name is unknown. In streaming/, `.partial` files stay (pg_receivewal, or our
 // receiver, is still writing the newest), except that after a timeline switch every
-// partial but the newest is archived like a complete segment; with no partial at all
-// the newest complete segment stays, as the receiver's restart position.
+// partial but the newest is archived like a complete segment. Unlike Barman, the
+// newest complete segment is archived too when no partial follows it: Barman keeps
+// it so that pg_receivewal can find its restart point, but barkeep's receiver
+// resumes from its own state file (then the slot), and keeping the segment would
+// leave the last WAL of an idle server out of the archive (switch-wal --archive
+// would wait in vain).
 import type { Dirent } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -51,8 +55,6 @@ export async function planQueue(dir: string, kind: QueueKind, batchSize: number)
       kept.push(partials.pop()!);
       files.push(...partials);
       files.sort(byName);
-    } else if (files.length > 0) {
-      kept.push(files.pop()!);
     }
   }
   const run = batchSize > 0 ? files.slice(0, batchSize) : files;

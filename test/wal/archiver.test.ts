@@ -103,7 +103,7 @@ describe('archiveWal', () => {
     expect(await detectCompression(walFile(h, seg(0)))).toBe('gzip');
   });
 
-  it('streaming: leaves the partial file, and the newest segment when there is no partial', async () => {
+  it('streaming: leaves the partial file; with no partial, archives every complete segment (the receiver resumes from its state)', async () => {
     const h = makeArchiveHome({ compression: 'lz4', archiver: 'off' });
     put(h, 'streaming', 0);
     put(h, 'streaming', 1);
@@ -120,8 +120,8 @@ describe('archiveWal', () => {
     put(h2, 'streaming', 1);
     r = await archiveWal(h2.server);
     if (r.busy) throw new Error('busy');
-    expect(r.queues[0]!.files.map((f) => f.name)).toEqual([seg(0)]);
-    expect(readdirSync(h2.streaming)).toEqual([seg(1)]);
+    expect(r.queues[0]!.files.map((f) => f.name)).toEqual([seg(0), seg(1)]);
+    expect(readdirSync(h2.streaming)).toEqual([]);
   });
 
   it('streaming: after a timeline switch every partial but the newest is archived under its .partial name', async () => {
