@@ -19,9 +19,23 @@ export async function archiverErrorsCheck(server: ServerConfig): Promise<CheckRe
     ['unknown', 0],
     ['not relevant', 0],
     ['unknown failure', 0],
+    // barkeep's own: WAL kept aside by the receiver when the server's history
+    // diverged from it, or by receive-wal --reset.
+    ['diverged', 0],
+    ['reset', 0],
   ]);
   for (const name of names) {
-    const kind = name.endsWith('.duplicate') ? 'duplicates' : name.endsWith('.unknown') ? 'unknown' : name.endsWith('.error') ? 'not relevant' : 'unknown failure';
+    const kind = name.endsWith('.duplicate')
+      ? 'duplicates'
+      : name.endsWith('.unknown')
+        ? 'unknown'
+        : name.endsWith('.error')
+          ? 'not relevant'
+          : name.endsWith('.diverged')
+            ? 'diverged'
+            : name.endsWith('.reset')
+              ? 'reset'
+              : 'unknown failure';
     counts.set(kind, counts.get(kind)! + 1);
   }
   const hint = [...counts].filter(([, n]) => n > 0).map(([kind, n]) => `${kind}: ${n}`).join(', ');

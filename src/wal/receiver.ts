@@ -266,6 +266,7 @@ class Receiver {
 
     try {
       for (;;) {
+        await this.ensureHistoryFile(client, timeline);
         this.log.info({ timeline, start: formatLsn(startLsn), slot }, 'starting WAL streaming');
         await this.setState({ state: 'streaming', timeline, lastError: null, writtenLsn: formatLsn(writer.writtenLsn), flushedLsn: formatLsn(writer.flushedLsn) });
         this.opts.onStreaming?.(timeline, startLsn);
@@ -306,10 +307,8 @@ class Receiver {
           continue;
         }
         if (end.kind === 'stopped') return;
-        // The server finished this timeline: keep the segment as .partial,
-        // archive the new timeline's history, go on from the switch point.
-        const history = await timelineHistory(client, end.timeline);
-        await writeFileDurable(join(dir, history.filename || historyFileName(end.timeline)), history.content);
+        // The server finished this timeline: keep the segment as .partial;
+        // the new timeline's history is fetched when streaming resumes on it.
         const message = `switched to timeline ${end.timeline} at ${formatLsn(end.startLsn)}`;
         this.log.info({ from: timeline, to: end.timeline, at: formatLsn(end.startLsn) }, 'timeline switch');
         await this.event('timeline-switch', message);
@@ -325,6 +324,21 @@ class Receiver {
       await stateWrite;
       await this.setState({ writtenLsn: formatLsn(writer.writtenLsn), flushedLsn: formatLsn(writer.flushedLsn) }).catch(() => {});
     }
+  }
+
+  /**
+   * The .history file of the timeline about to be streamed must be in the
+   * archive (recovery needs it to follow the timeline): fetch it unless
+   * streaming/ or wals/ already has it. Timeline 1 has none.
+   */
+  private async ensureHistoryFile(client: pg.Client, timeline: number): Promise<void> {
+    if (timeline <= 1) return;
+    const name = historyFileName(timeline);
+    const dir = this.server.paths.streamingWalsDirectory;
+    if (existsSync(join(dir, name)) || existsSync(join(this.server.paths.walsDirectory, name))) return;
+    const history = await timelineHistory(client, timeline);
+    await writeFileDurable(join(dir, name), history.content);
+    this.log.info({ timeline, file: name }, 'timeline history file received');
   }
 
   /**
