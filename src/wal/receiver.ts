@@ -90,7 +90,8 @@ class Receiver {
 
   private async session(): Promise<void> {
     const s = this.server.settings;
-    const client = await connectReplication(s.streaming_conninfo!, { applicationName: s.streaming_archiver_name ?? 'barman_receive_wal' });
+    // Barman's order: a dedicated WAL streaming DSN first.
+    const client = await connectReplication(s.wal_streaming_conninfo ?? s.streaming_conninfo!, { applicationName: s.streaming_archiver_name ?? 'barman_receive_wal' });
     try {
       const id = await identifySystem(client);
       await this.checkIdentity(client, id);

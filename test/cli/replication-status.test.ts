@@ -14,7 +14,7 @@ import { makeTempDir } from '../support/tmp.ts';
 // with two real streaming clients: Debian's pg_receivewal on a slot over
 // TCP, and a replication connection over the Unix socket.
 
-const REFERENCE = new URL('../../../shared/reference/barman-3.4-outputs.txt', import.meta.url);
+const REFERENCE = new URL('./fixtures/barman-3.4-replication-status.txt', import.meta.url);
 
 /** The output block of a command in the reference file (up to its exit-code line). */
 function referenceBlock(command: string): string {
