@@ -31,3 +31,12 @@ export function humanTimedelta(seconds: number): string {
   if (seconds < 0) human += ' ago';
   return human;
 }
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** Python's time.ctime() in local time: "Sat Nov 21 16:05:03 2026". */
+export function ctime(date: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${DAYS[date.getDay()]} ${MONTHS[date.getMonth()]} ${String(date.getDate()).padStart(2, ' ')} ${p(date.getHours())}:${p(date.getMinutes())}:${p(date.getSeconds())} ${date.getFullYear()}`;
+}

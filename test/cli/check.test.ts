@@ -88,6 +88,9 @@ describe.each([15, 17] as const)('check against a healthy PostgreSQL %i', (major
     expect(r.stdout).toMatch(/\tCurrent WAL segment: 0000000100000000000000[0-9A-F]{2}\n/);
     expect(r.stdout).toContain('\tRetention policies: enforced (mode: auto, retention: RECOVERY WINDOW OF 1 WEEKS, WAL retention: MAIN)\n');
     expect(r.stdout).toContain('\tNo. of available backups: 0\n');
+    expect(r.stdout).toMatch(/\tLast archived WAL: [0-9A-F]{24}, at \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n/);
+    expect(r.stdout).toMatch(/\tWAL receiver: streaming on timeline 1, flushed up to [0-9A-F]+\/[0-9A-F]+ \(pid \d+\)\n/);
+    expect(r.stdout).toContain("\tLast WAL receiver event: ");
     const json = JSON.parse((await server.run(['-f', 'json', 'status', 'pg'])).stdout);
     expect(json.pg.pg_version.message).toBe(cluster.version.split(' ')[0]);
     expect(json.pg.is_in_recovery).toEqual({ description: 'Cluster state', message: 'in production' });

@@ -4,6 +4,11 @@ import { formatRetentionPolicy } from '../../config/retention-policy.ts';
 import { probeServer } from '../../postgres/probe.ts';
 import { prettySize } from '../../util/human.ts';
 import type { CliContext } from '../context.ts';
+import { xlogDbPath } from '../../catalog/layout.ts';
+import { readLockOwner, serverLockPath } from '../../catalog/locks.ts';
+import { readXlogDb, type WalFileInfo } from '../../catalog/xlog-db.ts';
+import { ctime } from '../../util/human.ts';
+import { readReceiverState, type ReceiverState } from '../../wal/receiver-state.ts';
 
 // `barkeep status SERVER...`: Barman's status lines, with the same JSON keys.
 
@@ -56,6 +61,17 @@ async function serverStatus(s: ServerConfig): Promise<StatusLine[]> {
       if (info.currentWal) add('current_xlog', 'Current WAL segment', info.currentWal);
     }
   }
+  const last = await lastArchived(s);
+  if (last) add('last_archived_wal', 'Last archived WAL', `${last.name}, at ${ctime(new Date(last.time * 1000))}`);
+  else add('last_archived_wal', 'Last archived WAL', 'No WAL archived yet');
+  if (s.settings.streaming_archiver) {
+    const state = await readReceiverState(s.paths).catch(() => null);
+    const running = (await readLockOwner(serverLockPath(s.paths.lockDirectory, s.name, 'receive-wal')).catch(() => null))?.live === true;
+    add('wal_receiver', 'WAL receiver', receiverLine(state, running));
+    const event = state?.events.at(-1);
+    if (event) add('wal_receiver_event', 'Last WAL receiver event', `${event.at}: ${event.message}`);
+    if (state?.gap) add('wal_gap', 'WAL gap', `first missing segment ${state.gap.firstMissing} (receive-wal --reset acknowledges it)`);
+  }
   add('passive_node', 'Passive node', 'False');
 
   const policy = s.settings.retention_policy;
@@ -79,4 +95,21 @@ async function serverStatus(s: ServerConfig): Promise<StatusLine[]> {
   const min = s.settings.minimum_redundancy ?? 0;
   add('minimum_redundancy', 'Minimum redundancy requirements', `${done.length >= min ? 'satisfied' : 'FAILED'} (${done.length}/${min})`);
   return lines;
+}
+
+async function lastArchived(s: ServerConfig): Promise<WalFileInfo | null> {
+  let last: WalFileInfo | null = null;
+  try {
+    for await (const entry of readXlogDb(await xlogDbPath(s.paths), { onInvalidLine: () => undefined })) last = entry;
+  } catch {
+    return null;
+  }
+  return last;
+}
+
+function receiverLine(state: ReceiverState | null, running: boolean): string {
+  if (!running) return `not running${state?.lastError ? ` (last error: ${state.lastError})` : ''}`;
+  if (!state) return 'running';
+  const where = state.timeline ? ` on timeline ${state.timeline}, flushed up to ${state.flushedLsn ?? 'unknown'}` : '';
+  return `${state.state}${where} (pid ${state.pid})`;
 }
