@@ -69,7 +69,7 @@ describe('streaming next to pg_receivewal (PostgreSQL 15, pgbench load)', () => 
   });
 });
 
-describe.each([17, 18] as const)('streaming from PostgreSQL %i (npm server binaries)', (major) => {
+describe.each([14, 16, 17, 18] as const)('streaming from PostgreSQL %i (npm server binaries)', (major) => {
   let cluster: PgCluster;
   let server: BarkeepServer;
 
