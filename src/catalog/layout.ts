@@ -3,7 +3,7 @@
 // the layout of Barman < 3.13 so an existing catalog keeps working unchanged.
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ensureDir, isErrno } from '../util/durable-fs.ts';
+import { ensureDir, isErrno, pathExists } from '../util/durable-fs.ts';
 
 /** A server's resolved directories, as computed from its configuration. */
 export interface ServerPaths {
@@ -42,9 +42,9 @@ export function legacyBackupInfoPath(paths: ServerPaths, backupId: string): stri
  */
 export async function backupInfoPath(paths: ServerPaths, backupId: string): Promise<string> {
   const current = metaBackupInfoPath(paths, backupId);
-  if (await exists(current)) return current;
+  if (await pathExists(current)) return current;
   const legacy = legacyBackupInfoPath(paths, backupId);
-  return (await exists(legacy)) ? legacy : current;
+  return (await pathExists(legacy)) ? legacy : current;
 }
 
 /** <xlogdb_directory>/<server>-xlog.db, the name used since Barman 3.13. */
@@ -59,9 +59,9 @@ export function legacyXlogDbPath(paths: ServerPaths): string {
 /** The xlog.db to read: the current one, or the legacy wals/xlog.db when only that exists. */
 export async function xlogDbPath(paths: ServerPaths): Promise<string> {
   const current = currentXlogDbPath(paths);
-  if (await exists(current)) return current;
+  if (await pathExists(current)) return current;
   const legacy = legacyXlogDbPath(paths);
-  return (await exists(legacy)) ? legacy : current;
+  return (await pathExists(legacy)) ? legacy : current;
 }
 
 export function identityPath(paths: ServerPaths): string {
@@ -127,12 +127,3 @@ function checkedId(backupId: string): string {
   return backupId;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
-    throw err;
-  }
-}

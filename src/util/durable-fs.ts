@@ -101,6 +101,17 @@ export async function appendLineDurable(path: string, line: string): Promise<voi
 }
 
 /** Removes a file durably; a file that is already gone is not an error. Returns whether it existed. */
+/** Whether something exists at `path`; a missing parent directory counts as absent. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
+    throw err;
+  }
+}
+
 export async function unlinkDurable(path: string): Promise<boolean> {
   try {
     await unlink(path);

@@ -22,7 +22,7 @@ import type { ServerConfig } from '../config/load.ts';
 import { walPath } from '../catalog/layout.ts';
 import { serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
 import { appendXlogDb, walTimeFromStats, type WalFileInfo } from '../catalog/xlog-db.ts';
-import { ensureDir, fsyncDir, isErrno } from '../util/durable-fs.ts';
+import { ensureDir, fsyncDir, isErrno, pathExists } from '../util/durable-fs.ts';
 import { planQueue, type QueueKind } from './archive-queue.ts';
 import {
   compressionFormat,
@@ -174,7 +174,7 @@ class ArchiveRun {
 
     // A run killed while writing this file left its temp behind (we hold the archive lock).
     await removeStaleTemps(destDir, name);
-    if (await exists(dest)) return this.handleExisting(sourcePath, sourceStats, sourceFormat, name, dest);
+    if (await pathExists(dest)) return this.handleExisting(sourcePath, sourceStats, sourceFormat, name, dest);
 
     await ensureDir(destDir);
     const applied = sourceFormat === null ? this.compression : null;
@@ -245,12 +245,3 @@ async function removeSource(path: string): Promise<void> {
   await fsyncDir(dirname(path));
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return false;
-    throw err;
-  }
-}

@@ -7,7 +7,7 @@ import { acquireLock, serverLockPath } from '../catalog/locks.ts';
 import type { ServerPaths } from '../catalog/layout.ts';
 import { currentXlogDbPath, legacyXlogDbPath, xlogDbPath } from '../catalog/layout.ts';
 import { readXlogDb } from '../catalog/xlog-db.ts';
-import { ensureDir, isErrno } from '../util/durable-fs.ts';
+import { ensureDir, isErrno, pathExists } from '../util/durable-fs.ts';
 import { streamToDurableFile } from './durable-stream.ts';
 
 // Barman blocks on this lock without a limit; a bound turns a stuck holder into an error.
@@ -33,10 +33,10 @@ export async function withXlogDbLock<T>(paths: ServerPaths, fn: () => Promise<T>
  */
 export async function writableXlogDb(paths: ServerPaths): Promise<string> {
   const current = currentXlogDbPath(paths);
-  if (await exists(current)) return current;
+  if (await pathExists(current)) return current;
   await ensureDir(paths.xlogdbDirectory);
   const legacy = legacyXlogDbPath(paths);
-  if (legacy !== current && (await exists(legacy))) {
+  if (legacy !== current && (await pathExists(legacy))) {
     await streamToDurableFile(current, createReadStream(legacy), []);
   }
   return current;
@@ -50,12 +50,3 @@ export async function xlogDbHasEntry(paths: ServerPaths, name: string): Promise<
   return false;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return false;
-    throw err;
-  }
-}
