@@ -1,0 +1,202 @@
+import { createWriteStream, mkdirSync, symlinkSync, utimesSync } from 'node:fs';
+import { dirname, join, normalize, sep } from 'node:path';
+import { PassThrough, Writable, pipeline } from 'node:stream';
+import tarStream from 'tar-stream';
+import type { BaseBackupSink } from '../postgres/base-backup.ts';
+import { createCompressor, createDecompressor } from '../wal/compression.ts';
+
+// Where the archives of a BASE_BACKUP go. Plain: the tars are extracted while
+// they stream in (base.tar into data/, <oid>.tar into <backup>/<oid>/, as
+// Barman lays out a plain postgres backup). Tar: each archive is stored as a
+// file in data/, compressed on the way if asked (client-side), or as the
+// server compressed it. Both keep backup_label's text for backup.info.
+
+export type ClientCompression = 'gzip' | 'lz4' | 'zstd' | null;
+
+export interface SinkState {
+  backupLabel: string | null;
+  /** Archive and manifest files written (tar format), relative to the backup directory. */
+  files: string[];
+}
+
+export function plainSink(backupDir: string, state: SinkState): BaseBackupSink {
+  return {
+    openArchive(name) {
+      const oid = /^(\d+)\.tar$/.exec(name)?.[1];
+      if (name !== 'base.tar' && !oid) throw new Error(`plain format needs uncompressed archives, but the server sent '${name}'`);
+      return extractTo(oid ? join(backupDir, oid) : join(backupDir, 'data'), name === 'base.tar' ? state : null);
+    },
+    openManifest() {
+      return fileWriter(join(backupDir, 'data', 'backup_manifest'));
+    },
+  };
+}
+
+export function tarSink(backupDir: string, state: SinkState, clientCompression: ClientCompression, level?: number): BaseBackupSink {
+  return {
+    openArchive(name) {
+      const serverCompressed = /\.tar\.(gz|lz4|zst)$/.exec(name)?.[1];
+      const suffix = clientCompression === null ? '' : { gzip: '.gz', lz4: '.lz4', zstd: '.zst' }[clientCompression];
+      const file = join('data', `${name}${serverCompressed ? '' : suffix}`);
+      state.files.push(file);
+      const out = fileWriter(join(backupDir, file));
+      const stored = serverCompressed || clientCompression === null ? out : chain(createCompressor(clientCompression, level === undefined ? {} : { level }), out);
+      if (!name.startsWith('base.tar')) return stored;
+      // Read backup_label out of the base archive on the way through.
+      const label = labelReader(state);
+      const labelIn = serverCompressed ? chain(createDecompressor(({ gz: 'gzip', lz4: 'lz4', zst: 'zstd' } as const)[serverCompressed as 'gz']), label) : label;
+      return tee(stored, labelIn);
+    },
+    openManifest() {
+      state.files.push(join('data', 'backup_manifest'));
+      return fileWriter(join(backupDir, 'data', 'backup_manifest'));
+    },
+  };
+}
+
+function fileWriter(path: string): Writable {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  return createWriteStream(path, { mode: 0o600 });
+}
+
+/** A Writable feeding `head`, whose output flows into `tail`; finishes when `tail` has. */
+function chain(head: NodeJS.ReadWriteStream & Writable, tail: Writable): Writable {
+  const entry = new PassThrough();
+  const done = new Promise<void>((resolve, reject) => pipeline(entry, head, tail, (err) => (err ? reject(err) : resolve())));
+  return new Writable({
+    write(chunk, _enc, cb) {
+      if (entry.write(chunk)) cb();
+      else entry.once('drain', () => cb());
+    },
+    final(cb) {
+      entry.end();
+      done.then(() => cb(), cb);
+    },
+    destroy(err, cb) {
+      entry.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+}
+
+/** Writes every chunk to both; back-pressure from either slows the source. */
+function tee(a: Writable, b: Writable): Writable {
+  const ended = (w: Writable) => new Promise<void>((resolve, reject) => {
+    w.once('error', reject);
+    w.once('finish', resolve);
+    w.once('close', resolve);
+  });
+  const wait = (w: Writable, ok: boolean) => (ok ? Promise.resolve() : new Promise<void>((r) => w.once('drain', () => r())));
+  return new Writable({
+    write(chunk, _enc, cb) {
+      Promise.all([wait(a, a.write(chunk)), wait(b, b.write(chunk))]).then(() => cb(), cb);
+    },
+    final(cb) {
+      const done = Promise.all([ended(a), ended(b)]);
+      a.end();
+      b.end();
+      done.then(() => cb(), cb);
+    },
+  });
+}
+
+interface StreamxWritable {
+  write(chunk: Buffer): boolean;
+  end(): void;
+  destroy(err?: Error): void;
+  once(event: string, fn: (...args: unknown[]) => void): void;
+}
+
+/** tar-stream 3 is built on streamx: give its writable side Node's interface, back-pressure included. */
+function asNodeWritable(x: StreamxWritable): Writable {
+  let failed: Error | null = null;
+  x.once('error', (e) => {
+    failed = e as Error;
+  });
+  return new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      if (failed) return cb(failed);
+      if (x.write(chunk)) cb();
+      else x.once('drain', () => cb(failed));
+    },
+    final(cb) {
+      if (failed) return cb(failed);
+      x.once('finish', () => cb(failed));
+      x.once('error', (e) => cb(e as Error));
+      x.end();
+    },
+    destroy(err, cb) {
+      x.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+}
+
+function labelReader(state: SinkState): Writable {
+  const extract = tarStream.extract();
+  extract.on('entry', (header, stream, next) => {
+    if (header.name === 'backup_label') {
+      const parts: Buffer[] = [];
+      stream.on('data', (d: unknown) => parts.push(d as Buffer));
+      stream.on('end', () => {
+        state.backupLabel = Buffer.concat(parts).toString('utf8');
+        next();
+      });
+    } else {
+      stream.on('end', () => next());
+      stream.resume();
+    }
+  });
+  return asNodeWritable(extract as unknown as StreamxWritable);
+}
+
+/** A Writable that extracts a tar stream under `root`, refusing paths that would leave it. */
+function extractTo(root: string, state: SinkState | null): Writable {
+  mkdirSync(root, { recursive: true, mode: 0o700 });
+  const extract = tarStream.extract();
+  extract.on('entry', (header, stream, next) => {
+    const rel = normalize(header.name).replace(/\/+$/, '');
+    const target = join(root, rel);
+    if (rel.startsWith('..') || rel.startsWith(sep) || !target.startsWith(root)) {
+      extract.destroy(new Error(`refusing archive member '${header.name}' outside the backup directory`));
+      return;
+    }
+    const mtime = header.mtime ?? new Date();
+    try {
+      if (header.type === 'directory') {
+        mkdirSync(target, { recursive: true, mode: (header.mode ?? 0o700) & 0o7777 });
+        stream.on('end', () => next());
+        stream.resume();
+      } else if (header.type === 'symlink') {
+        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+        symlinkSync(header.linkname ?? '', target);
+        stream.on('end', () => next());
+        stream.resume();
+      } else if (header.type === 'file' || header.type === 'contiguous-file') {
+        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+        const capture = state !== null && rel === 'backup_label' ? ([] as Buffer[]) : null;
+        if (capture) stream.on('data', (d: unknown) => capture.push(d as Buffer));
+        const out = createWriteStream(target, { mode: (header.mode ?? 0o600) & 0o7777 });
+        // The entry is a streamx stream: pipe() (not pipeline) bridges it to fs.
+        stream.on('error', (e: unknown) => extract.destroy(e as Error));
+        out.on('error', (e) => extract.destroy(e));
+        out.on('finish', () => {
+          if (capture && state) state.backupLabel = Buffer.concat(capture).toString('utf8');
+          try {
+            utimesSync(target, mtime, mtime);
+          } catch {
+            // the file is correct; its time is cosmetic
+          }
+          next();
+        });
+        stream.pipe(out);
+      } else {
+        stream.on('end', () => next());
+        stream.resume();
+      }
+    } catch (e) {
+      extract.destroy(e as Error);
+    }
+  });
+  return asNodeWritable(extract as unknown as StreamxWritable);
+}

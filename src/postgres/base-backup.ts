@@ -1,0 +1,172 @@
+import type { Writable } from 'node:stream';
+import type pg from 'pg';
+import { parseLsn, type Lsn } from './lsn.ts';
+
+// BASE_BACKUP over a physical replication connection. PostgreSQL 15+ sends
+// one CopyOut for the whole backup, with sub-messages: 'n' a new archive
+// (name, tablespace path), 'd' data, 'p' progress, 'm' the manifest starts.
+// Chunks are views into pg's reused buffer: each is copied before it is
+// handed to a sink, and when a sink is full the socket is paused until it
+// drains, so memory stays bounded whatever the backup size.
+
+export interface BaseBackupOptions {
+  label: string;
+  fastCheckpoint: boolean;
+  /** kB/s; 0 or undefined: no limit. */
+  maxRate?: number;
+  manifestChecksums: 'SHA256' | 'CRC32C' | 'NONE';
+  /** Server-side compression (PostgreSQL 15+ built with it). */
+  compression?: { method: 'gzip' | 'lz4' | 'zstd'; level?: number; workers?: number };
+}
+
+export interface TablespaceEntry {
+  oid: number | null;
+  location: string | null;
+  /** Estimated size in bytes (the server reports kB). */
+  size: number;
+}
+
+export interface BaseBackupSink {
+  /** A new archive: `name` as the server names it (base.tar, 16384.tar.lz4, ...). */
+  openArchive(name: string, tablespacePath: string): Writable;
+  openManifest(): Writable;
+  onProgress?(bytesDone: number): void;
+}
+
+export interface BaseBackupResult {
+  startLsn: Lsn;
+  startTimeline: number;
+  endLsn: Lsn;
+  endTimeline: number;
+  tablespaces: TablespaceEntry[];
+}
+
+interface PgConnection {
+  on(event: 'copyData', fn: (msg: { chunk: Buffer }) => void): void;
+  removeListener(event: string, fn: (...args: never[]) => void): void;
+  stream: { pause(): void; resume(): void; destroy(err?: Error): void };
+}
+
+export class BaseBackupError extends Error {}
+
+function quote(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}
+
+export function baseBackupCommand(opts: BaseBackupOptions): string {
+  const parts = [
+    `LABEL ${quote(opts.label)}`,
+    'PROGRESS',
+    `CHECKPOINT ${opts.fastCheckpoint ? "'fast'" : "'spread'"}`,
+    // barkeep streams the WAL itself: the server must not wait for archiving.
+    'WAIT false',
+    "MANIFEST 'yes'",
+    `MANIFEST_CHECKSUMS ${quote(opts.manifestChecksums)}`,
+    'TABLESPACE_MAP',
+  ];
+  if (opts.maxRate && opts.maxRate > 0) parts.push(`MAX_RATE ${Math.max(32, opts.maxRate)}`);
+  if (opts.compression) {
+    parts.push(`COMPRESSION ${quote(opts.compression.method)}`);
+    const detail: string[] = [];
+    if (opts.compression.level !== undefined) detail.push(`level=${opts.compression.level}`);
+    if (opts.compression.workers) detail.push(`workers=${opts.compression.workers}`);
+    if (detail.length) parts.push(`COMPRESSION_DETAIL ${quote(detail.join(','))}`);
+  }
+  return `BASE_BACKUP ( ${parts.join(', ')} )`;
+}
+
+export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, sink: BaseBackupSink): Promise<BaseBackupResult> {
+  const conn = (client as unknown as { connection: PgConnection }).connection;
+  let current: Writable | null = null;
+  const finishing: Promise<void>[] = [];
+  let failure: Error | null = null;
+  let pausedFor: Writable | null = null;
+
+  const close = () => {
+    if (!current) return;
+    const w = current;
+    current = null;
+    finishing.push(
+      new Promise<void>((resolve, reject) => {
+        w.once('error', reject);
+        w.end(() => resolve());
+      }),
+    );
+  };
+  const fail = (e: Error) => {
+    if (failure) return;
+    failure = e;
+    conn.stream.destroy(e);
+  };
+  const onData = (msg: { chunk: Buffer }) => {
+    if (failure) return;
+    try {
+      const chunk = msg.chunk;
+      const type = chunk[0];
+      if (type === 0x64 /* d */) {
+        if (!current) throw new BaseBackupError('archive data before any archive was announced');
+        const ok = current.write(Buffer.from(chunk.subarray(1)));
+        if (!ok && !pausedFor) {
+          // Messages pg has already read are still dispatched while the socket
+          // is paused, and one of them may end this writable (next archive):
+          // an ended writable never drains, so finishing resumes too.
+          const w: Writable = current;
+          pausedFor = w;
+          conn.stream.pause();
+          const resume = () => {
+            for (const ev of ['drain', 'finish', 'close', 'error']) w.removeListener(ev, resume);
+            pausedFor = null;
+            conn.stream.resume();
+          };
+          for (const ev of ['drain', 'finish', 'close', 'error']) w.once(ev, resume);
+        }
+      } else if (type === 0x6e /* n */) {
+        close();
+        const end = chunk.indexOf(0, 1);
+        const name = chunk.toString('utf8', 1, end);
+        const path = chunk.toString('utf8', end + 1, chunk.indexOf(0, end + 1));
+        if (!/^[A-Za-z0-9_.]+$/.test(name) || name.includes('..')) throw new BaseBackupError(`the server announced an unexpected archive name '${name}'`);
+        current = sink.openArchive(name, path);
+        current.on('error', fail);
+      } else if (type === 0x6d /* m */) {
+        close();
+        current = sink.openManifest();
+        current.on('error', fail);
+      } else if (type === 0x70 /* p */) {
+        sink.onProgress?.(Number(chunk.readBigInt64BE(1)));
+      } else {
+        throw new BaseBackupError(`unexpected BASE_BACKUP message type 0x${(type ?? 0).toString(16)}`);
+      }
+    } catch (e) {
+      fail(e as Error);
+    }
+  };
+
+  conn.on('copyData', onData);
+  let results: pg.QueryResult[];
+  try {
+    const r = (await client.query(baseBackupCommand(opts))) as unknown;
+    results = Array.isArray(r) ? (r as pg.QueryResult[]) : [r as pg.QueryResult];
+  } catch (e) {
+    throw failure ?? e;
+  } finally {
+    conn.removeListener('copyData', onData);
+  }
+  if (failure) throw failure;
+  close();
+  await Promise.all(finishing);
+
+  // Result sets: start position, tablespaces, end position; then BASE_BACKUP's own completion.
+  const selects = results.filter((r) => r.command === 'SELECT');
+  const start = selects[0]?.rows[0] as { recptr: string; tli: string | number } | undefined;
+  const end = selects[2]?.rows[0] as { recptr: string; tli: string | number } | undefined;
+  const tbs = (selects[1]?.rows ?? []) as { spcoid: number | null; spclocation: string | null; size: string | null }[];
+  if (!start || !end) throw new BaseBackupError('BASE_BACKUP ended without its start and end positions');
+  return {
+    startLsn: parseLsn(start.recptr),
+    startTimeline: Number(start.tli),
+    endLsn: parseLsn(end.recptr),
+    endTimeline: Number(end.tli),
+    tablespaces: tbs.map((t) => ({ oid: t.spcoid === null ? null : Number(t.spcoid), location: t.spclocation, size: Number(t.size ?? 0) * 1024 })),
+  };
+}
