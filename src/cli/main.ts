@@ -1,4 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
+import { register as registerBackupCatalog } from './commands/catalog.ts';
+import { register as registerBackup } from './commands/backup.ts';
 import { runCheck } from './commands/check.ts';
 import { register as registerReceiveWal } from './commands/receive-wal.ts';
 import { register as registerReplicationStatus } from './commands/replication-status.ts';
@@ -6,13 +8,14 @@ import { runDiagnose } from './commands/diagnose.ts';
 import { runListServer, runShowServer } from './commands/servers.ts';
 import { runStatus } from './commands/status.ts';
 import { register as registerSwitchWal } from './commands/switch-wal.ts';
+import { register as registerVerifyBackup } from './commands/verify-backup.ts';
 import { register as registerWalArchive } from './commands/wal-archive.ts';
 import { CliContext, CliError, type GlobalOptions } from './context.ts';
 import type { CommandHost } from './command-host.ts';
 import { VERSION } from './version.ts';
 
 // Command groups in their own modules register themselves here.
-const GROUPS: ((host: CommandHost) => void)[] = [registerReceiveWal, registerSwitchWal, registerReplicationStatus, registerWalArchive];
+const GROUPS: ((host: CommandHost) => void)[] = [registerBackup, registerReceiveWal, registerSwitchWal, registerReplicationStatus, registerWalArchive, registerVerifyBackup, registerBackupCatalog];
 
 // The command line: Barman's global options and command names (with its
 // aliases), parsed by commander.

@@ -1,0 +1,180 @@
+import { refreshBackupStatus } from '../../backup/check-backup.ts';
+import { purgeWalBefore } from '../../backup/delete-backup.ts';
+import { BackupFailed, BackupRefused, takeBackup } from '../../backup/executor.ts';
+import { listBackups } from '../../catalog/catalog.ts';
+import { checkServer } from '../../checks/server-checks.ts';
+import type { ServerConfig } from '../../config/load.ts';
+import { prettySize } from '../../util/human.ts';
+import { archiveWal } from '../../wal/archiver.ts';
+import type { CommandHost } from '../command-host.ts';
+import { CliError, type CliContext } from '../context.ts';
+import { runArchiveWal } from './wal-archive.ts';
+
+// `barkeep backup [options] SERVER...|all`, with Barman's flags and messages.
+
+interface BackupCliOptions {
+  name?: string;
+  immediateCheckpoint?: boolean;
+  retryTimes?: string;
+  retrySleep?: string;
+  retry?: boolean;
+  bwlimit?: string;
+  wait?: boolean;
+  waitTimeout?: string;
+}
+
+// Checks about the catalog's state, which a new backup does not depend on
+// (and often fixes): they do not block it.
+const NON_BLOCKING = new Set(['WAL archive', 'backup maximum age', 'failed backups', 'minimum redundancy requirements', 'wal maximum age', 'archiver errors', 'WAL continuity']);
+
+export function register(host: CommandHost): void {
+  host.program
+    .command('backup')
+    .description('take a base backup of servers over the replication protocol')
+    .argument('<server...>', "server names, or 'all'")
+    .option('--name <name>', 'a friendly name, usable instead of the backup ID')
+    .option('--immediate-checkpoint', 'start with a fast checkpoint (overrides immediate_checkpoint)')
+    .option('--no-immediate-checkpoint', 'start with a spread checkpoint')
+    .option('--retry-times <n>', 'retries of a failed copy (overrides basebackup_retry_times)')
+    .option('--retry-sleep <seconds>', 'wait between retries (overrides basebackup_retry_sleep)')
+    .option('--no-retry', 'no retry (--retry-times 0)')
+    .option('--bwlimit <kbps>', 'bandwidth limit in kB/s, 0 for none (overrides bandwidth_limit)')
+    .option('-w, --wait', 'wait until every WAL the backup needs is archived (the backup is DONE)')
+    .option('--wait-timeout <seconds>', 'how long --wait waits; 0 waits forever', '0')
+    .action(async (names: string[], opts: BackupCliOptions) => {
+      host.setExitCode(await runBackup(host.context(), names, opts));
+    });
+}
+
+function count(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new CliError(`${flag} '${value}': use a whole number >= 0`);
+  return n;
+}
+
+async function runBackup(ctx: CliContext, names: string[], opts: BackupCliOptions): Promise<number> {
+  const retryTimes = opts.retry === false ? 0 : count(opts.retryTimes, '--retry-times');
+  const retrySleep = count(opts.retrySleep, '--retry-sleep');
+  const bwlimit = count(opts.bwlimit, '--bwlimit');
+  const waitTimeout = count(opts.waitTimeout, '--wait-timeout') ?? 0;
+  let failed = false;
+  for (const server of ctx.selectServers(names)) {
+    if (!(await backupOne(ctx, server, { ...opts, retryTimes, retrySleep, bwlimit, waitTimeout }))) failed = true;
+  }
+  return failed || ctx.hadErrors ? 1 : 0;
+}
+
+async function backupOne(
+  ctx: CliContext,
+  server: ServerConfig,
+  opts: Omit<BackupCliOptions, 'retryTimes' | 'retrySleep' | 'bwlimit' | 'waitTimeout'> & { retryTimes?: number; retrySleep?: number; bwlimit?: number; waitTimeout: number },
+): Promise<boolean> {
+  const report = await checkServer(server);
+  const blocking = report.checks.filter((c) => !c.ok && !NON_BLOCKING.has(c.name));
+  if (blocking.length > 0) {
+    ctx.error(`Impossible to start the backup. Check the log for more details, or run 'barkeep check ${server.name}'`);
+    for (const c of blocking) ctx.error(`\t${c.name}: FAILED${c.hint ? ` (${c.hint})` : ''}`);
+    return false;
+  }
+  const progress = progressLine(ctx);
+  let outcome;
+  try {
+    outcome = await takeBackup({
+      server,
+      logger: ctx.logger,
+      print: (line) => {
+        progress.clear();
+        ctx.print(line);
+      },
+      ...(opts.name === undefined ? {} : { name: opts.name }),
+      ...(opts.immediateCheckpoint === undefined ? {} : { immediateCheckpoint: opts.immediateCheckpoint }),
+      ...(opts.retryTimes === undefined ? {} : { retryTimes: opts.retryTimes }),
+      ...(opts.retrySleep === undefined ? {} : { retrySleep: opts.retrySleep }),
+      ...(opts.bwlimit === undefined ? {} : { bwlimit: opts.bwlimit }),
+      onProgress: progress.update,
+    });
+  } catch (e) {
+    progress.clear();
+    if (e instanceof BackupRefused || e instanceof BackupFailed) {
+      ctx.error(e instanceof BackupFailed ? `Backup failed copying files (${e.message}); backup ${e.backupId} is marked FAILED` : e.message);
+      return false;
+    }
+    throw e;
+  }
+  progress.clear();
+  const { backupId, info } = outcome;
+
+  // Archive what is queued first, so the purge also sees WAL that was still in streaming/.
+  await runArchiveWal(ctx, server.name);
+  // Barman's rule: the first backup makes older archived WAL useless.
+  const others = (await listBackups(server.paths)).backups.filter((b) => b.backupId !== backupId && (b.info.status === 'DONE' || b.info.status === 'WAITING_FOR_WALS'));
+  if (others.length === 0 && info.begin_wal) {
+    ctx.print(`This is the first backup for server ${server.name}`);
+    const removed = await purgeWalBefore(server, info.begin_wal);
+    if (removed.length > 0) {
+      ctx.print('WAL segments preceding the current backup have been found:');
+      for (const wal of removed) ctx.print(`\t${wal} from server ${server.name} has been removed`);
+    }
+  }
+
+  let status = await refresh(server, backupId);
+  if (opts.wait && status === 'WAITING_FOR_WALS') {
+    ctx.print(`Waiting for the WAL files of backup ${backupId} to be archived (up to ${info.end_wal}${opts.waitTimeout ? `, max: ${opts.waitTimeout} seconds` : ''})`);
+    const deadline = opts.waitTimeout ? Date.now() + opts.waitTimeout * 1000 : Infinity;
+    while (status === 'WAITING_FOR_WALS' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 500));
+      await archiveWal(server).catch(() => undefined);
+      status = await refresh(server, backupId);
+    }
+    if (status === 'WAITING_FOR_WALS') {
+      ctx.error(`The WAL files of backup ${backupId} were not archived within ${opts.waitTimeout} seconds: it stays WAITING_FOR_WALS`);
+      return false;
+    }
+  }
+  if (status === 'DONE') {
+    ctx.logger.info({ server: server.name, backupId, size: info.size }, 'backup DONE');
+    if (opts.wait) ctx.print(`Backup ${backupId} is DONE (size ${prettySize(info.size ?? 0)})`);
+    return true;
+  }
+  if (status === 'FAILED') {
+    ctx.error(`Backup ${backupId} FAILED: a WAL file it needs is missing from the archive (see 'barkeep show-backup ${server.name} ${backupId}')`);
+    return false;
+  }
+  ctx.warning(
+    "IMPORTANT: this backup is classified as WAITING_FOR_WALS, meaning that barkeep has not received yet all the required WAL files for the backup consistency.\n" +
+      'This is a common behaviour in concurrent backup scenarios, and barkeep automatically sets the backup as DONE once all the required WAL files have been archived.\n' +
+      "Hint: execute the backup command with '--wait'",
+  );
+  return true;
+}
+
+async function refresh(server: ServerConfig, backupId: string): Promise<string> {
+  const r = await refreshBackupStatus(server, backupId);
+  if (r.kind === 'checked') return r.status;
+  if (r.kind === 'failed') return 'FAILED';
+  return 'WAITING_FOR_WALS';
+}
+
+/** A one-line progress display on a terminal; nothing otherwise or with -q. */
+function progressLine(ctx: CliContext): { update: (done: number, total: number) => void; clear: () => void } {
+  const tty = process.stderr.isTTY === true && !ctx.opts.quiet;
+  const started = Date.now();
+  let last = 0;
+  let shown = false;
+  return {
+    update(done, total) {
+      if (!tty || Date.now() - last < 200) return;
+      last = Date.now();
+      const rate = done / Math.max(0.001, (Date.now() - started) / 1000);
+      const pct = total > 0 ? ` ${Math.min(100, (done / total) * 100).toFixed(0)}%` : '';
+      const eta = total > done && rate > 0 ? `, ETA ${Math.ceil((total - done) / rate)} s` : '';
+      process.stderr.write(`\r\x1b[K  copied ${prettySize(done)}${total ? ` of ~${prettySize(total)}` : ''}${pct} (${prettySize(rate)}/s${eta})`);
+      shown = true;
+    },
+    clear() {
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
+    },
+  };
+}
