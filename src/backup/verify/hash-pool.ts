@@ -1,0 +1,93 @@
+// A few worker threads that hash whole files (hash-worker.ts). Node hashes on the
+// calling thread, so without them a plain backup's checksums use one core; with
+// two workers CRC-32C verification of a plain backup went from ~600 MB/s to
+// ~1 GB/s on a 2-core host (page cache warm), about pg_verifybackup's speed.
+import { Worker } from 'node:worker_threads';
+import type { ChecksumAlgorithm } from './checksum.ts';
+import type { HashRequest, HashResponse } from './hash-worker.ts';
+
+export interface HashResult {
+  bytes: number;
+  digest: Buffer;
+  head: Buffer;
+}
+
+/** The pool itself failed (a worker could not start or died): hash in-thread instead. */
+export class HashPoolError extends Error {}
+
+// Compiled (dist/*.js) or run from source (*.ts, type stripping): the worker is a sibling either way.
+const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './hash-worker.ts' : './hash-worker.js', import.meta.url);
+
+export class HashPool {
+  readonly #idle: Worker[] = [];
+  readonly #all: Worker[] = [];
+  readonly #waiting: ((w: Worker) => void)[] = [];
+  #broken: Error | null = null;
+  #nextId = 0;
+
+  constructor(size: number) {
+    for (let i = 0; i < Math.max(1, size); i++) {
+      const w = new Worker(WORKER_URL);
+      w.unref();
+      // Outside a job (failed to load, say) the error would otherwise go unseen.
+      w.on('error', (err) => {
+        this.#broken ??= err;
+      });
+      this.#all.push(w);
+      this.#idle.push(w);
+    }
+  }
+
+  async hashFile(path: Buffer, algorithm: ChecksumAlgorithm, headBytes = 0): Promise<HashResult> {
+    const worker = await this.#acquire();
+    try {
+      if (this.#broken) throw new HashPoolError(`hash worker failed: ${this.#broken.message}`);
+      return await new Promise<HashResult>((resolve, reject) => {
+        const id = ++this.#nextId;
+        const onMessage = (res: HashResponse): void => {
+          if (res.id !== id) return;
+          cleanup();
+          if ('error' in res) reject(new Error(res.error));
+          else resolve({ bytes: res.bytes, digest: Buffer.from(res.digest), head: Buffer.from(res.head) });
+        };
+        const onError = (err: Error): void => {
+          cleanup();
+          reject(new HashPoolError(`hash worker failed: ${err.message}`));
+        };
+        const onExit = (code: number): void => {
+          cleanup();
+          this.#broken ??= new Error(`exited with code ${code}`);
+          reject(new HashPoolError(`hash worker exited with code ${code}`));
+        };
+        const cleanup = (): void => {
+          worker.off('message', onMessage);
+          worker.off('error', onError);
+          worker.off('exit', onExit);
+        };
+        worker.on('message', onMessage);
+        worker.on('error', onError);
+        worker.on('exit', onExit);
+        const req: HashRequest = { id, path, algorithm, headBytes };
+        worker.postMessage(req);
+      });
+    } finally {
+      this.#release(worker);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#all.map((w) => w.terminate()));
+  }
+
+  #acquire(): Promise<Worker> {
+    const w = this.#idle.pop();
+    if (w) return Promise.resolve(w);
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  #release(w: Worker): void {
+    const next = this.#waiting.shift();
+    if (next) next(w);
+    else this.#idle.push(w);
+  }
+}

@@ -1,0 +1,111 @@
+// Removing archived WAL that no backup needs any more (Barman's
+// BackupManager.remove_wal_before_backup + delete_wals). Everything happens under
+// the server's xlogdb lock: files are deleted first, then xlog.db is rewritten
+// (temp + fsync + rename) without their lines. A crash in between leaves lines
+// whose files are gone, which the next removal drops again; never the reverse,
+// which would leave files that nothing lists.
+import { readdir, rm, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { type ServerPaths, walPath } from '../catalog/layout.ts';
+import { readXlogDb, type WalFileInfo, writeXlogDb } from '../catalog/xlog-db.ts';
+import { fsyncDir, isErrno } from '../util/durable-fs.ts';
+import { withXlogDbLock, writableXlogDb } from '../wal/xlog-db-access.ts';
+import { isAnyXlogFile, isBackupLabelFile, isHistoryFile, walTimeline } from './wal-range.ts';
+
+export interface WalRemovalPlan {
+  /** Keep every file whose name sorts at or after this (the next backup's begin_wal); null: no such bound. */
+  keepFrom: string | null;
+  /** Timelines that still have backups other than the one `keepFrom` belongs to. */
+  timelinesToProtect: ReadonlySet<number>;
+  /** Inclusive (begin_wal, end_wal) ranges of keep:standalone backups. */
+  rangesToProtect: readonly (readonly [string, string])[];
+}
+
+export interface WalRemovalOptions {
+  /** A line of xlog.db whose name is no WAL file: Barman drops the line and reports it. */
+  onInvalidName?: (name: string) => void;
+}
+
+/** Whether a (valid) archive file survives the plan. History files always do. */
+export function keepsWal(name: string, plan: WalRemovalPlan): boolean {
+  if (isHistoryFile(name)) return true;
+  if (plan.timelinesToProtect.size > 0 && plan.timelinesToProtect.has(walTimeline(name))) return true;
+  // A label `<segment>.<offset>.backup` belongs with its segment.
+  const segment = isBackupLabelFile(name) ? name.slice(0, 24) : name;
+  for (const [begin, end] of plan.rangesToProtect) {
+    if (segment >= begin && segment <= end) return true;
+  }
+  return plan.keepFrom !== null && name >= plan.keepFrom;
+}
+
+/** Applies the plan; returns the names of the removed files, in xlog.db order grouped by directory. */
+export async function removeWal(paths: ServerPaths, plan: WalRemovalPlan, opts: WalRemovalOptions = {}): Promise<string[]> {
+  return withXlogDbLock(paths, async () => {
+    const xlogDb = await writableXlogDb(paths);
+    const byDir = new Map<string, WalFileInfo[]>();
+    let invalid = false;
+    for await (const entry of readXlogDb(xlogDb)) {
+      if (!isAnyXlogFile(entry.name)) {
+        invalid = true;
+        opts.onInvalidName?.(entry.name);
+        continue;
+      }
+      if (keepsWal(entry.name, plan)) continue;
+      const dir = dirname(walPath(paths, entry.name));
+      const list = byDir.get(dir);
+      if (list) list.push(entry);
+      else byDir.set(dir, [entry]);
+    }
+    const removed = await deleteWalFiles(paths, byDir);
+    if (removed.length > 0 || invalid) {
+      // The same predicate as above, on a file nobody else can change while we hold the lock.
+      await writeXlogDb(xlogDb, survivors(xlogDb, plan));
+    }
+    return removed;
+  });
+}
+
+async function* survivors(xlogDb: string, plan: WalRemovalPlan): AsyncGenerator<WalFileInfo> {
+  for await (const entry of readXlogDb(xlogDb)) {
+    if (isAnyXlogFile(entry.name) && keepsWal(entry.name, plan)) yield entry;
+  }
+}
+
+/**
+ * The first backup of a server makes every older WAL useless: removes all WAL files
+ * (history files excepted) whose name sorts before `beginWal`. Returns their names.
+ */
+export async function purgeWalBefore(server: { paths: ServerPaths }, beginWal: string, opts: WalRemovalOptions = {}): Promise<string[]> {
+  return removeWal(server.paths, { keepFrom: beginWal, timelinesToProtect: new Set(), rangesToProtect: [] }, opts);
+}
+
+async function deleteWalFiles(paths: ServerPaths, byDir: ReadonlyMap<string, readonly WalFileInfo[]>): Promise<string[]> {
+  const removed: string[] = [];
+  for (const [dir, wals] of byDir) {
+    const doomed = new Set(wals.map((w) => w.name));
+    const present = await listDir(dir);
+    if (present.every((name) => doomed.has(name))) {
+      // The whole hash directory goes: one rmtree instead of a file at a time (fast on ZFS).
+      await rm(dir, { recursive: true, force: true });
+      await fsyncDir(paths.walsDirectory);
+    } else {
+      for (const wal of wals) {
+        await unlink(walPath(paths, wal.name)).catch((err: unknown) => {
+          if (!isErrno(err, 'ENOENT')) throw err;
+        });
+      }
+      await fsyncDir(dir);
+    }
+    removed.push(...wals.map((w) => w.name));
+  }
+  return removed;
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return [];
+    throw err;
+  }
+}
