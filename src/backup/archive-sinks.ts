@@ -22,9 +22,13 @@ export interface SinkState {
 export function plainSink(backupDir: string, state: SinkState): BaseBackupSink {
   return {
     openArchive(name) {
-      const oid = /^(\d+)\.tar$/.exec(name)?.[1];
-      if (name !== 'base.tar' && !oid) throw new Error(`plain format needs uncompressed archives, but the server sent '${name}'`);
-      return extractTo(oid ? join(backupDir, oid) : join(backupDir, 'data'), name === 'base.tar' ? state : null);
+      // Server-side compression saves network: decompress, then extract.
+      const m = /^(base|\d+)\.tar(?:\.(gz|lz4|zst))?$/.exec(name);
+      if (!m) throw new Error(`unexpected archive '${name}' from the server`);
+      const [, which, compressed] = m;
+      const target = extractTo(which === 'base' ? join(backupDir, 'data') : join(backupDir, which!), which === 'base' ? state : null);
+      if (!compressed) return target;
+      return chain(createDecompressor(({ gz: 'gzip', lz4: 'lz4', zst: 'zstd' } as const)[compressed as 'gz']), target);
     },
     openManifest() {
       return fileWriter(join(backupDir, 'data', 'backup_manifest'));
@@ -62,8 +66,20 @@ function fileWriter(path: string): Writable {
 /** A Writable feeding `head`, whose output flows into `tail`; finishes when `tail` has. */
 function chain(head: NodeJS.ReadWriteStream & Writable, tail: Writable): Writable {
   const entry = new PassThrough();
-  const done = new Promise<void>((resolve, reject) => pipeline(entry, head, tail, (err) => (err ? reject(err) : resolve())));
-  return new Writable({
+  let wrapper: Writable;
+  // A failure anywhere in the chain (ENOSPC in the file, bad input to a
+  // decompressor) must reach the writer at once, not leave it waiting for a
+  // drain that will never come.
+  const done = new Promise<void>((resolve, reject) =>
+    pipeline(entry, head, tail, (err) => {
+      if (err) {
+        wrapper.destroy(err);
+        reject(err);
+      } else resolve();
+    }),
+  );
+  done.catch(() => undefined);
+  wrapper = new Writable({
     write(chunk, _enc, cb) {
       if (entry.write(chunk)) cb();
       else entry.once('drain', () => cb());
@@ -77,9 +93,10 @@ function chain(head: NodeJS.ReadWriteStream & Writable, tail: Writable): Writabl
       cb(err);
     },
   });
+  return wrapper;
 }
 
-/** Writes every chunk to both; back-pressure from either slows the source. */
+/** Writes every chunk to both; back-pressure from either slows the source, and an error in either fails it. */
 function tee(a: Writable, b: Writable): Writable {
   const ended = (w: Writable) => new Promise<void>((resolve, reject) => {
     w.once('error', reject);
@@ -87,7 +104,7 @@ function tee(a: Writable, b: Writable): Writable {
     w.once('close', resolve);
   });
   const wait = (w: Writable, ok: boolean) => (ok ? Promise.resolve() : new Promise<void>((r) => w.once('drain', () => r())));
-  return new Writable({
+  const wrapper = new Writable({
     write(chunk, _enc, cb) {
       Promise.all([wait(a, a.write(chunk)), wait(b, b.write(chunk))]).then(() => cb(), cb);
     },
@@ -97,7 +114,14 @@ function tee(a: Writable, b: Writable): Writable {
       b.end();
       done.then(() => cb(), cb);
     },
+    destroy(err, cb) {
+      a.destroy(err ?? undefined);
+      b.destroy(err ?? undefined);
+      cb(err);
+    },
   });
+  for (const w of [a, b]) w.on('error', (e) => wrapper.destroy(e));
+  return wrapper;
 }
 
 interface StreamxWritable {
@@ -107,22 +131,15 @@ interface StreamxWritable {
   once(event: string, fn: (...args: unknown[]) => void): void;
 }
 
-/** tar-stream 3 is built on streamx: give its writable side Node's interface, back-pressure included. */
+/** tar-stream 3 is built on streamx: give its writable side Node's interface, back-pressure and errors included. */
 function asNodeWritable(x: StreamxWritable): Writable {
-  let failed: Error | null = null;
-  x.once('error', (e) => {
-    failed = e as Error;
-  });
-  return new Writable({
+  const wrapper = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      if (failed) return cb(failed);
       if (x.write(chunk)) cb();
-      else x.once('drain', () => cb(failed));
+      else x.once('drain', () => cb());
     },
     final(cb) {
-      if (failed) return cb(failed);
-      x.once('finish', () => cb(failed));
-      x.once('error', (e) => cb(e as Error));
+      x.once('finish', () => cb());
       x.end();
     },
     destroy(err, cb) {
@@ -130,6 +147,10 @@ function asNodeWritable(x: StreamxWritable): Writable {
       cb(err);
     },
   });
+  // An extraction failure (ENOSPC writing a member, a bad member name)
+  // fails the writer at once, pending writes included.
+  x.once('error', (e) => wrapper.destroy(e as Error));
+  return wrapper;
 }
 
 function labelReader(state: SinkState): Writable {
