@@ -65,7 +65,15 @@ export async function backupDetails(server: ReportServer, backupId: string, now:
   const previous = oldestFirst.slice(0, at).reverse().find(done) ?? null;
   const next = oldestFirst.slice(at + 1).find(done) ?? null;
   const info = summary.backup.info;
-  const children = done(summary) && info.timeline !== null ? await childTimelines(server.paths, info.timeline, info.end_xlog) : [];
+  let children: TimelineSwitch[] = [];
+  if (done(summary) && info.timeline !== null) {
+    try {
+      children = await childTimelines(server.paths, info.timeline, info.end_xlog);
+    } catch (err) {
+      // A damaged history file costs the timeline warning, not the whole report.
+      report.warnings.push(`cannot tell which timelines branched off after backup ${backupId}: ${(err as Error).message}`);
+    }
+  }
   return {
     details: { ...summary, previousBackupId: previous?.backup.backupId ?? null, nextBackupId: next?.backup.backupId ?? null, childrenTimelines: children },
     warnings: report.warnings,

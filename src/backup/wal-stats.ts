@@ -2,6 +2,7 @@
 // xlog.db entries exactly as Barman's Server.get_wal_until_next_backup and
 // get_wal_info do. Accumulators, so that one pass over xlog.db (which can hold
 // millions of lines) serves every backup of a list at once.
+import { DEFAULT_XLOG_SEGMENT_SIZE } from '../catalog/backup-info.ts';
 import type { WalFileInfo } from '../catalog/xlog-db.ts';
 import { isHistoryFile, isWalSegment, walTimeline } from './wal-range.ts';
 
@@ -84,7 +85,7 @@ export class WalStatsAccumulator {
   constructor(backup: WalRangeBackup, nextBackupEndWal: string | null) {
     this.begin = backup.begin_wal;
     this.end = backup.end_wal;
-    this.segmentSize = backup.xlog_segment_size ?? 16777216;
+    this.segmentSize = backup.xlog_segment_size ?? DEFAULT_XLOG_SEGMENT_SIZE;
     // Without both ends Barman cannot classify anything: every figure stays zero.
     this.filter = this.begin !== null && this.end !== null ? new WalsUntilNextBackup(this.begin, nextBackupEndWal) : null;
   }

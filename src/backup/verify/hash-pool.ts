@@ -27,8 +27,8 @@ export class HashPool {
 
   constructor(size: number) {
     for (let i = 0; i < Math.max(1, size); i++) {
+      // Not unref()'d: while a file is being hashed, the worker is all that keeps a CLI process alive.
       const w = new Worker(WORKER_URL);
-      w.unref();
       // Outside a job (failed to load, say) the error would otherwise go unseen.
       w.on('error', (err) => {
         this.#broken ??= err;

@@ -35,10 +35,20 @@ const SLASH = Buffer.from('/');
 const READ_CHUNK = 1 << 18;
 
 export async function verifyPlain(ledger: VerifyLedger, opts: PlainOptions): Promise<void> {
+  let rootOk = true;
+  try {
+    if (!(await stat(opts.dataDir)).isDirectory()) throw new Error('not a directory');
+  } catch (err) {
+    rootOk = false;
+    // One problem, not one per file of the manifest.
+    const files = [...ledger.manifest.files.values()].filter((f) => !f.key.startsWith('pg_tblspc/'));
+    ledger.problem(opts.dataDir, `could not open the backup's data directory "${opts.dataDir}": ${(err as Error).message} (${files.length} files in the manifest)`);
+    ledger.excuse(files);
+  }
   const found: Found[] = [];
   const walked = new Set<number>();
   const scan = new Scanner(ledger, opts.tablespaceDirs, found, walked);
-  await scan.directory(Buffer.from(opts.dataDir), '');
+  if (rootOk) await scan.directory(Buffer.from(opts.dataDir), '');
 
   // Tablespace directories that data/pg_tblspc does not point to (no symlink kept).
   for (const [oid, dir] of opts.tablespaceDirs) {

@@ -157,12 +157,12 @@ type Entry = AsyncIterable<Buffer> & { header: TarHeader };
 async function checkMember(ledger: VerifyLedger, archive: Archive, entry: Entry, opts: TarOptions): Promise<void> {
   const type: string = entry.header.type ?? 'file';
   if (type !== 'file' && type !== 'contiguous-file') return drain(entry); // pg_verifybackup skips directories and links.
-  const key = memberKey(entry.header.name, archive.tablespace);
+  const key = memberKey(rawMemberName(entry.header), archive.tablespace);
   const display = keyToDisplay(key);
   const match = ledger.match(key);
   if (match.kind === 'ignored') return drain(entry);
   if (match.kind === 'unknown') {
-    ledger.problem(display, `file "${keyToDisplay(entry.header.name)}" is present in archive "${archive.name}" but not in the manifest`);
+    ledger.problem(display, `file "${keyToDisplay(rawMemberName(entry.header))}" is present in archive "${archive.name}" but not in the manifest`);
     return drain(entry);
   }
   if (match.kind === 'duplicate') {
@@ -198,6 +198,12 @@ async function checkMember(ledger: VerifyLedger, archive: Archive, entry: Entry,
   }
   ledger.checkedBytes += bytes;
   ledger.checkContent(file, bytes, checksum.digest(), archive.name);
+}
+
+/** The member name as latin1 bytes; a PAX path (always UTF-8, decoded so by tar-stream) is re-encoded to match. */
+function rawMemberName(header: TarHeader): string {
+  const pax = header.pax as Record<string, unknown> | null | undefined;
+  return typeof pax?.['path'] === 'string' ? Buffer.from(pax['path'], 'utf8').toString('latin1') : header.name;
 }
 
 async function drain(entry: AsyncIterable<Buffer>): Promise<void> {
