@@ -109,6 +109,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     const layout = backupLayout(server);
     info.compression = layout.compression;
     step = 'copying the backup';
+    if (layout.server && facts.version < 150000) throw new BackupRefused('server-side backup compression needs PostgreSQL 15 or later: use backup_compression_location = client');
     print(`Starting backup copy via BASE_BACKUP for ${backupId}`);
     const copyStart = Date.now();
     const retries = req.retryTimes ?? s.basebackup_retry_times ?? 0;
@@ -117,7 +118,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     for (let attempt = 0; ; attempt++) {
       state = { backupLabel: null, files: [] };
       try {
-        result = await copy(server, req, backupId, dir, state, layout);
+        result = await copy(server, req, backupId, dir, state, layout, facts.version);
         break;
       } catch (e) {
         if (attempt >= retries) throw e;
@@ -211,7 +212,7 @@ function backupLayout(server: ServerConfig): Layout {
   return { format: 'tar', clientCompression: method, server: undefined, compression: method, level };
 }
 
-async function copy(server: ServerConfig, req: BackupRequest, backupId: string, dir: string, state: SinkState, layout: Layout) {
+async function copy(server: ServerConfig, req: BackupRequest, backupId: string, dir: string, state: SinkState, layout: Layout, serverVersion: number) {
   const s = server.settings;
   const repl = await connectReplication(s.streaming_conninfo!, { applicationName: s.streaming_backup_name ?? 'barman_streaming_backup' });
   try {
@@ -227,6 +228,7 @@ async function copy(server: ServerConfig, req: BackupRequest, backupId: string, 
         ...(layout.server ? { compression: layout.server } : {}),
       },
       { ...sink, onProgress: (done) => req.onProgress?.(done, total) },
+      serverVersion,
     ).catch((e: unknown) => {
       const msg = describePgError(e);
       if (layout.server && /compression|not supported|unrecognized/i.test(msg)) {

@@ -75,8 +75,44 @@ export function baseBackupCommand(opts: BaseBackupOptions): string {
   return `BASE_BACKUP ( ${parts.join(', ')} )`;
 }
 
-export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, sink: BaseBackupSink): Promise<BaseBackupResult> {
+/** PostgreSQL 14 and older: unparenthesised options, no WAIT false (NOWAIT), no compression. */
+export function legacyBaseBackupCommand(opts: BaseBackupOptions): string {
+  if (opts.compression) throw new BaseBackupError('server-side compression needs PostgreSQL 15 or later: use backup_compression_location = client');
+  const parts = [`LABEL ${quote(opts.label)}`, 'PROGRESS'];
+  if (opts.fastCheckpoint) parts.push('FAST');
+  parts.push('NOWAIT', `MANIFEST 'yes'`, `MANIFEST_CHECKSUMS ${quote(opts.manifestChecksums)}`, 'TABLESPACE_MAP');
+  if (opts.maxRate && opts.maxRate > 0) parts.push(`MAX_RATE ${Math.max(32, opts.maxRate)}`);
+  return `BASE_BACKUP ${parts.join(' ')}`;
+}
+
+export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, sink: BaseBackupSink, serverVersion = 150000): Promise<BaseBackupResult> {
   const conn = (client as unknown as { connection: PgConnection }).connection;
+  const legacy = serverVersion < 150000;
+  // Before 15 each archive is its own CopyOut of raw tar data, in the order
+  // of the tablespace result set, and the manifest is one more CopyOut.
+  let resultSets = 0;
+  const legacyTablespaces: { oid: string | null; location: string | null }[] = [];
+  let copies = 0;
+  const onRowDescription = () => void resultSets++;
+  const onDataRow = (msg: { fields: (string | null)[] }) => {
+    if (resultSets === 2) legacyTablespaces.push({ oid: msg.fields[0] ?? null, location: msg.fields[1] ?? null });
+  };
+  const onCopyOut = () => {
+    if (failure) return;
+    try {
+      close();
+      const i = copies++;
+      if (i < legacyTablespaces.length) {
+        const t = legacyTablespaces[i]!;
+        current = sink.openArchive(t.oid === null ? 'base.tar' : `${t.oid}.tar`, t.location ?? '');
+      } else {
+        current = sink.openManifest();
+      }
+      current.on('error', fail);
+    } catch (e) {
+      fail(e as Error);
+    }
+  };
   let current: Writable | null = null;
   const finishing: Promise<void>[] = [];
   let failure: Error | null = null;
@@ -102,10 +138,10 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     if (failure) return;
     try {
       const chunk = msg.chunk;
-      const type = chunk[0];
+      const type = legacy ? 0x64 : chunk[0];
       if (type === 0x64 /* d */) {
         if (!current) throw new BaseBackupError('archive data before any archive was announced');
-        const ok = current.write(Buffer.from(chunk.subarray(1)));
+        const ok = current.write(Buffer.from(legacy ? chunk : chunk.subarray(1)));
         if (!ok && !pausedFor) {
           // Messages pg has already read are still dispatched while the socket
           // is paused, and one of them may end this writable (next archive):
@@ -142,15 +178,24 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     }
   };
 
+  const events = conn as unknown as { on(e: string, fn: (...a: never[]) => void): void; removeListener(e: string, fn: (...a: never[]) => void): void };
   conn.on('copyData', onData);
+  if (legacy) {
+    events.on('rowDescription', onRowDescription);
+    events.on('dataRow', onDataRow);
+    events.on('copyOutResponse', onCopyOut);
+  }
   let results: pg.QueryResult[];
   try {
-    const r = (await client.query(baseBackupCommand(opts))) as unknown;
+    const r = (await client.query(legacy ? legacyBaseBackupCommand(opts) : baseBackupCommand(opts))) as unknown;
     results = Array.isArray(r) ? (r as pg.QueryResult[]) : [r as pg.QueryResult];
   } catch (e) {
     throw failure ?? e;
   } finally {
     conn.removeListener('copyData', onData);
+    events.removeListener('rowDescription', onRowDescription);
+    events.removeListener('dataRow', onDataRow);
+    events.removeListener('copyOutResponse', onCopyOut);
   }
   if (failure) throw failure;
   close();

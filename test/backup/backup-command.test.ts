@@ -27,7 +27,7 @@ function latestId(server: BarkeepServer): string {
   return readdirSync(join(server.home, 'pg', 'base')).sort().at(-1)!;
 }
 
-describe.each([15, 17, 18] as const)('backups of PostgreSQL %i with a user tablespace', (major) => {
+describe.each([14, 15, 17, 18] as const)('backups of PostgreSQL %i with a user tablespace', (major) => {
   let cluster: PgCluster;
   let receiver: ReceiverProcess;
   const servers: BarkeepServer[] = [];
@@ -75,7 +75,7 @@ describe.each([15, 17, 18] as const)('backups of PostgreSQL %i with a user table
     expect(info).toMatch(/backup_label='START WAL LOCATION: /);
   });
 
-  if (major !== 15) {
+  if (major >= 16) {
     it('server-side lz4 on a server built without it fails with a clear message and a FAILED backup', async () => {
       const server = barkeepServer(cluster, { immediate_checkpoint: 'true', backup_compression: 'lz4', backup_compression_location: 'server', slot_name: 'srvlz4' });
       await receiver?.stop();
