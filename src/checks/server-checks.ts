@@ -8,7 +8,7 @@ import { createServerLayout, identityPath } from '../catalog/layout.ts';
 import { readIdentity } from '../catalog/identity.ts';
 import { listBackups, type BackupCatalog } from '../catalog/catalog.ts';
 import type { BackupInfo } from '../catalog/backup-info.ts';
-import { humanTimedelta } from '../util/human.ts';
+import { humanTimedelta, prettySize } from '../util/human.ts';
 import { checkReceiveWalRunning, checkWalContinuity, checkWalMaximumAge } from './receiver-checks.ts';
 import { archiverErrorsCheck, emptyIncomingCheck, emptyStreamingCheck, walArchiveCheck, walSizeCheck } from './wal-archive-checks.ts';
 
@@ -116,6 +116,7 @@ class CheckRun {
     await this.checkDirectories();
     this.checkRetentionSettings();
     await this.checkBackupMaximumAge();
+    this.push(await this.guard('backup minimum size', async () => this.backupMinimumSize()));
     this.push(await this.guard('wal maximum age', () => checkWalMaximumAge(this.server)));
     const walSize = await this.guard('wal size', () => walSizeCheck(this.server, { lastBackup: this.lastBackupWals() }));
     this.push(walSize);
@@ -124,6 +125,8 @@ class CheckRun {
     await this.checkFailedBackups();
     await this.checkMinimumRedundancy();
     await this.checkSystemId();
+    this.checkMinimalVersion();
+    await this.checkWalSenders();
     if (s.streaming_archiver) {
       this.push(await this.guard('receive-wal running', () => checkReceiveWalRunning(this.server)));
       this.push(await this.guard('WAL continuity', () => checkWalContinuity(this.server)));
@@ -131,6 +134,35 @@ class CheckRun {
     this.push(await this.guard('archiver errors', () => archiverErrorsCheck(this.server)));
     this.push(await this.guard('empty incoming directory', () => emptyIncomingCheck(this.server)));
     this.push(await this.guard('empty streaming directory', () => emptyStreamingCheck(this.server)));
+  }
+
+  /** Barman's `backup minimum size`: the newest DONE backup against last_backup_minimum_size. */
+  private async backupMinimumSize(): Promise<CheckResult> {
+    const last = ((await this.loadBackups()) ?? []).filter((b) => b.status === 'DONE').at(-1);
+    const size = last?.size ?? 0;
+    const min = this.server.settings.last_backup_minimum_size;
+    return { name: 'backup minimum size', ok: min === null || size >= min, hint: prettySize(size) };
+  }
+
+  /** barkeep speaks the replication protocol of PostgreSQL 14 and later. */
+  private checkMinimalVersion(): void {
+    if (!this.info) return;
+    const ok = this.info.serverVersion >= 140000;
+    this.add('postgres minimal version', ok, ok ? '' : `PostgreSQL ${this.info.serverTxtVersion} is not supported: barkeep needs PostgreSQL 14 or later`);
+  }
+
+  /** A backup needs a WAL sender of its own, next to the receiver's. */
+  private async checkWalSenders(): Promise<void> {
+    if (!this.sql || !this.info) return;
+    try {
+      const r = await this.sql.query<{ used: string; max: string }>("SELECT (SELECT count(*) FROM pg_stat_replication)::text AS used, current_setting('max_wal_senders') AS max");
+      const used = Number(r.rows[0]!.used);
+      const max = Number(r.rows[0]!.max);
+      const ok = max - used >= 1;
+      this.add('replication connections available', ok, ok ? '' : `all ${max} WAL senders are in use (max_wal_senders): a backup needs one more; raise max_wal_senders`);
+    } catch (e) {
+      this.add('replication connections available', false, describePgError(e));
+    }
   }
 
   /** Runs a check that must not take the others down with it. */

@@ -191,6 +191,8 @@ export const SERVER_KEYS = {
 
   // barkeep's own keys
   backup_schedule: key('both', parseCron),
+  /** Verify every backup against its manifest (and its WAL) when it becomes DONE. */
+  verify_backup: key('both', parseBoolean, { default: 'on' }),
 } as const;
 
 export const GLOBAL_KEYS = {

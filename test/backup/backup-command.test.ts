@@ -63,6 +63,8 @@ describe.each([14, 15, 17, 18] as const)('backups of PostgreSQL %i with a user t
     const backup = await server.run(['backup', '--wait', '--wait-timeout', '60', 'pg']);
     expect(backup.code, backup.stdout + backup.stderr).toBe(0);
     expect(backup.stdout).toMatch(/Backup \d{8}T\d{6} is DONE/);
+    // Verified against its manifest by default, as part of the backup.
+    expect(backup.stdout).toMatch(/Backup \d{8}T\d{6} verified: \d+ files/);
     const list = await server.run(['list-backup', 'pg']);
     expect(list.stdout).toMatch(/^pg \d{8}T\d{6} - \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} - Size: [\d.]+ \w?i?B - WAL Size: [\d.]+ \w?i?B \(tablespaces: ts1:\S+\/ts1\)\n$/);
     const verify = await server.run(['verify-backup', 'pg', 'latest']);

@@ -1,7 +1,9 @@
 import { refreshBackupStatus } from '../../backup/check-backup.ts';
 import { purgeWalBefore } from '../../backup/delete-backup.ts';
 import { BackupFailed, BackupRefused, takeBackup } from '../../backup/executor.ts';
-import { listBackups } from '../../catalog/catalog.ts';
+import { writeBackupInfo } from '../../catalog/backup-info.ts';
+import { listBackups, loadBackup } from '../../catalog/catalog.ts';
+import { metaBackupInfoPath } from '../../catalog/layout.ts';
 import { checkServer } from '../../checks/server-checks.ts';
 import type { ServerConfig } from '../../config/load.ts';
 import { prettySize } from '../../util/human.ts';
@@ -9,6 +11,7 @@ import { archiveWal } from '../../wal/archiver.ts';
 import type { CommandHost } from '../command-host.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { runArchiveWal } from './wal-archive.ts';
+import { runVerifyBackup } from './verify-backup.ts';
 
 // `barkeep backup [options] SERVER...|all`, with Barman's flags and messages.
 
@@ -135,6 +138,12 @@ async function backupOne(
   if (status === 'DONE') {
     ctx.logger.info({ server: server.name, backupId, size: info.size }, 'backup DONE');
     if (opts.wait) ctx.print(`Backup ${backupId} is DONE (size ${prettySize(info.size ?? 0)})`);
+    if (server.settings.verify_backup !== false && (await runVerifyBackup(ctx, server.name, backupId)) !== 0) {
+      // A backup that does not match its own manifest must never count as valid.
+      await markFailed(server, backupId, `failure verifying the backup (run 'barkeep verify-backup ${server.name} ${backupId}' for the details)`);
+      ctx.error(`Backup ${backupId} failed verification and is marked FAILED`);
+      return false;
+    }
     return true;
   }
   if (status === 'FAILED') {
@@ -147,6 +156,14 @@ async function backupOne(
       "Hint: execute the backup command with '--wait'",
   );
   return true;
+}
+
+async function markFailed(server: ServerConfig, backupId: string, error: string): Promise<void> {
+  const backup = await loadBackup(server.paths, backupId);
+  if (!backup) return;
+  backup.info.status = 'FAILED';
+  backup.info.error = error;
+  await writeBackupInfo(metaBackupInfoPath(server.paths, backupId), backup.info);
 }
 
 async function refresh(server: ServerConfig, backupId: string): Promise<string> {
