@@ -5,8 +5,9 @@
 //
 // What it shows grows with the project; today: the replication slot, WAL
 // streaming with receive-wal, switch-wal --archive, check (console, Nagios,
-// JSON), status and replication-status. Backups and recovery arrive with
-// later issues.
+// JSON), a base backup with --wait (verified against its manifest),
+// list-backup, show-backup, status and replication-status. Recovery and the
+// daemon arrive with later issues.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -84,6 +85,11 @@ await new Promise<void>((resolve, reject) => {
 });
 await cluster.superuserQuery('CREATE TABLE demo AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, 200000) g');
 barkeep('switch-wal', '--force', '--archive', 'pg');
+
+say('A base backup, waiting until its WAL is archived, then verified against its manifest');
+barkeep('backup', '--wait', '--immediate-checkpoint', 'pg');
+barkeep('list-backup', 'pg');
+barkeep('show-backup', 'pg', 'latest');
 
 say('Checks against the live server');
 const checkCode = barkeep('check', 'pg');
