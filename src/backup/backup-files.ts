@@ -7,7 +7,7 @@ import { DEFAULT_XLOG_SEGMENT_SIZE } from '../catalog/backup-info.ts';
 import type { CatalogBackup } from '../catalog/catalog.ts';
 import { backupDataDirectory, type ServerPaths, walPath, xlogDbPath } from '../catalog/layout.ts';
 import { readXlogDb } from '../catalog/xlog-db.ts';
-import { isErrno } from '../util/durable-fs.ts';
+import { isErrno, isDirectory } from '../util/durable-fs.ts';
 import { requiredWalSegments } from './wal-range.ts';
 import { WalsUntilNextBackup } from './wal-stats.ts';
 
@@ -76,10 +76,3 @@ async function* walkFiles(dir: string, emptyDirectories: boolean): AsyncGenerato
   for (const d of dirs) yield* walkFiles(join(dir, d), emptyDirectories);
 }
 
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch {
-    return false;
-  }
-}

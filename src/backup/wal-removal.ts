@@ -8,7 +8,7 @@ import { readdir, rm, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type ServerPaths, walPath } from '../catalog/layout.ts';
 import { readXlogDb, type WalFileInfo, writeXlogDb } from '../catalog/xlog-db.ts';
-import { fsyncDir, isErrno } from '../util/durable-fs.ts';
+import { fsyncDir, isErrno, listDirOrEmpty } from '../util/durable-fs.ts';
 import { withXlogDbLock, writableXlogDb } from '../wal/xlog-db-access.ts';
 import { isAnyXlogFile, isBackupLabelFile, isHistoryFile, walTimeline } from './wal-range.ts';
 
@@ -83,7 +83,7 @@ async function deleteWalFiles(paths: ServerPaths, byDir: ReadonlyMap<string, rea
   const removed: string[] = [];
   for (const [dir, wals] of byDir) {
     const doomed = new Set(wals.map((w) => w.name));
-    const present = await listDir(dir);
+    const present = await listDirOrEmpty(dir);
     if (present.every((name) => doomed.has(name))) {
       // The whole hash directory goes: one rmtree instead of a file at a time (fast on ZFS).
       await rm(dir, { recursive: true, force: true });
@@ -101,11 +101,3 @@ async function deleteWalFiles(paths: ServerPaths, byDir: ReadonlyMap<string, rea
   return removed;
 }
 
-async function listDir(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return [];
-    throw err;
-  }
-}

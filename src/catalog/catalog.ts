@@ -2,7 +2,7 @@
 // other index): meta/<id>-backup.info since 3.13.2, base/<id>/backup.info before.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ensureDir, isErrno, unlinkDurable, writeFileDurable } from '../util/durable-fs.ts';
+import { ensureDir, isErrno, unlinkDurable, writeFileDurable, listDirOrEmpty } from '../util/durable-fs.ts';
 import { type BackupInfo, type BackupStatus, isFullBackup, readBackupInfo, STATUS_COPY_DONE } from './backup-info.ts';
 import { keepAnnotationPath, legacyBackupInfoPath, legacyKeepAnnotationPath, metaBackupInfoPath, metaDirectory, type ServerPaths } from './layout.ts';
 
@@ -31,13 +31,13 @@ const META_INFO_RE = /^(.+?)-backup\.info$/;
 
 export async function listBackups(paths: ServerPaths): Promise<BackupCatalog> {
   const found = new Map<string, { path: string; legacy: boolean }>();
-  for (const name of await listDir(paths.basebackupsDirectory)) {
+  for (const name of await listDirOrEmpty(paths.basebackupsDirectory)) {
     if (name.startsWith('.')) continue;
     const path = legacyBackupInfoPath(paths, name);
     if (await isFile(path)) found.set(name, { path, legacy: true });
   }
   // Same precedence as Barman's _load_backup_cache: the meta/ copy overrides the legacy one.
-  for (const name of await listDir(metaDirectory(paths))) {
+  for (const name of await listDirOrEmpty(metaDirectory(paths))) {
     const m = META_INFO_RE.exec(name);
     if (!m || name.startsWith('.')) continue;
     found.set(m[1] as string, { path: join(metaDirectory(paths), name), legacy: false });
@@ -209,14 +209,6 @@ export async function removeKeepAnnotation(paths: ServerPaths, backupId: string)
   return removed;
 }
 
-async function listDir(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return [];
-    throw err;
-  }
-}
 
 async function isFile(path: string): Promise<boolean> {
   try {

@@ -3,7 +3,7 @@
 // in the same directory (rename is only atomic within one filesystem), is fsynced,
 // renamed over the target, and the directory is fsynced so the rename itself is durable.
 import { randomBytes } from 'node:crypto';
-import { type FileHandle, mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 
 export type DurableData = string | Uint8Array | Iterable<string | Uint8Array> | AsyncIterable<string | Uint8Array>;
@@ -101,6 +101,26 @@ export async function appendLineDurable(path: string, line: string): Promise<voi
 }
 
 /** Removes a file durably; a file that is already gone is not an error. Returns whether it existed. */
+/** The names in a directory; a directory that does not exist (or whose parent does not) is empty. */
+export async function listDirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return [];
+    throw err;
+  }
+}
+
+/** Whether `path` is a directory (false when absent). */
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
+    throw err;
+  }
+}
+
 /** Whether something exists at `path`; a missing parent directory counts as absent. */
 export async function pathExists(path: string): Promise<boolean> {
   try {

@@ -5,7 +5,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackupInfo } from '../../catalog/backup-info.ts';
 import { backupDataDirectory, type ServerPaths } from '../../catalog/layout.ts';
-import { isErrno } from '../../util/durable-fs.ts';
+import { isErrno, listDirOrEmpty, isDirectory } from '../../util/durable-fs.ts';
 import { MANIFEST_FILE_NAME } from '../manifest.ts';
 
 export interface BackupFiles {
@@ -20,12 +20,12 @@ export async function locateBackupFiles(paths: ServerPaths, backupId: string, in
   const backupDir = backupDataDirectory(paths, backupId);
   let dataDir = join(backupDir, 'data');
   if (!(await isDirectory(dataDir)) && (await isDirectory(join(backupDir, 'pgdata')))) dataDir = join(backupDir, 'pgdata');
-  const names = await listDir(dataDir);
+  const names = await listDirOrEmpty(dataDir);
   const format = names.some((n) => /^base\.(tar|tgz)/.test(n)) ? 'tar' : 'plain';
 
   const tablespaceDirs = new Map<number, string>();
   const oids = new Set<number>((info.tablespaces ?? []).map((t) => t.oid));
-  for (const name of await listDir(backupDir)) if (/^[1-9]\d*$/.test(name)) oids.add(Number(name));
+  for (const name of await listDirOrEmpty(backupDir)) if (/^[1-9]\d*$/.test(name)) oids.add(Number(name));
   for (const oid of [...oids].sort((a, b) => a - b)) {
     const dir = join(backupDir, String(oid));
     if (await isDirectory(dir)) tablespaceDirs.set(oid, dir);
@@ -33,20 +33,4 @@ export async function locateBackupFiles(paths: ServerPaths, backupId: string, in
   return { backupDir, dataDir, manifestPath: join(dataDir, MANIFEST_FILE_NAME), format, tablespaceDirs };
 }
 
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch (err) {
-    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
-    throw err;
-  }
-}
 
-async function listDir(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return [];
-    throw err;
-  }
-}
