@@ -118,7 +118,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     for (let attempt = 0; ; attempt++) {
       state = { backupLabel: null, files: [] };
       try {
-        result = await copy(server, req, backupId, dir, state, layout, facts.version);
+        result = await copy(server, req, backupId, dir, state, layout, facts.version, facts.clusterSize);
         break;
       } catch (e) {
         if (attempt >= retries) throw e;
@@ -212,12 +212,11 @@ function backupLayout(server: ServerConfig): Layout {
   return { format: 'tar', clientCompression: method, server: undefined, compression: method, level };
 }
 
-async function copy(server: ServerConfig, req: BackupRequest, backupId: string, dir: string, state: SinkState, layout: Layout, serverVersion: number) {
+async function copy(server: ServerConfig, req: BackupRequest, backupId: string, dir: string, state: SinkState, layout: Layout, serverVersion: number, estimatedBytes: number) {
   const s = server.settings;
   const repl = await connectReplication(s.streaming_conninfo!, { applicationName: s.streaming_backup_name ?? 'barman_streaming_backup' });
   try {
     const sink = layout.format === 'plain' ? plainSink(dir, state) : tarSink(dir, state, layout.clientCompression, layout.level);
-    let total = 0;
     return await runBaseBackup(
       repl,
       {
@@ -227,7 +226,8 @@ async function copy(server: ServerConfig, req: BackupRequest, backupId: string, 
         manifestChecksums: 'SHA256',
         ...(layout.server ? { compression: layout.server } : {}),
       },
-      { ...sink, onProgress: (done) => req.onProgress?.(done, total) },
+      // The databases' size estimates what BASE_BACKUP sends (for the ETA).
+      { ...sink, onProgress: (done) => req.onProgress?.(done, estimatedBytes) },
       serverVersion,
     ).catch((e: unknown) => {
       const msg = describePgError(e);
@@ -235,7 +235,7 @@ async function copy(server: ServerConfig, req: BackupRequest, backupId: string, 
         throw new Error(`server-side ${layout.server.method} compression failed (${msg}): it needs PostgreSQL 15 or later built with ${layout.server.method}; use backup_compression_location = client`);
       }
       throw e;
-    }).finally(() => void (total = 0));
+    });
   } finally {
     await closeQuietly(repl);
   }
