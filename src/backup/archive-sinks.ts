@@ -1,4 +1,4 @@
-import { createWriteStream, mkdirSync, symlinkSync, utimesSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
 import { dirname, join, normalize, sep } from 'node:path';
 import { PassThrough, Writable, pipeline } from 'node:stream';
 import tarStream from 'tar-stream';
@@ -58,14 +58,61 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
   };
 }
 
+// Chunks move through the sink chain in up to 1 MiB batches: Node's 16 KiB
+// default paused the replication socket on almost every 32 KiB message.
+const HWM = 1 << 20;
+
+/**
+ * A file written with synchronous writes from the caller's turn: no thread
+ * pool round trip per chunk (which cost twice pg_basebackup's CPU), and a
+ * slow disk blocks the event loop, which is back-pressure on the socket.
+ */
 function fileWriter(path: string): Writable {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  return createWriteStream(path, { mode: 0o600 });
+  const fd = openSync(path, 'w', 0o600);
+  let closed = false;
+  const close = () => {
+    if (!closed) closeSync(fd);
+    closed = true;
+  };
+  return new Writable({
+    highWaterMark: HWM,
+    write(chunk: Buffer, _enc, cb) {
+      try {
+        writeAll(fd, chunk);
+        cb();
+      } catch (e) {
+        close();
+        cb(e as Error);
+      }
+    },
+    final(cb) {
+      try {
+        close();
+        cb();
+      } catch (e) {
+        cb(e as Error);
+      }
+    },
+    destroy(err, cb) {
+      try {
+        close();
+      } catch {
+        // already failing
+      }
+      cb(err);
+    },
+  });
+}
+
+function writeAll(fd: number, chunk: Buffer): void {
+  let done = 0;
+  while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done);
 }
 
 /** A Writable feeding `head`, whose output flows into `tail`; finishes when `tail` has. */
 function chain(head: NodeJS.ReadWriteStream & Writable, tail: Writable): Writable {
-  const entry = new PassThrough();
+  const entry = new PassThrough({ highWaterMark: HWM });
   let wrapper: Writable;
   // A failure anywhere in the chain (ENOSPC in the file, bad input to a
   // decompressor) must reach the writer at once, not leave it waiting for a
@@ -80,6 +127,7 @@ function chain(head: NodeJS.ReadWriteStream & Writable, tail: Writable): Writabl
   );
   done.catch(() => undefined);
   wrapper = new Writable({
+    highWaterMark: HWM,
     write(chunk, _enc, cb) {
       if (entry.write(chunk)) cb();
       else entry.once('drain', () => cb());
@@ -105,6 +153,7 @@ function tee(a: Writable, b: Writable): Writable {
   });
   const wait = (w: Writable, ok: boolean) => (ok ? Promise.resolve() : new Promise<void>((r) => w.once('drain', () => r())));
   const wrapper = new Writable({
+    highWaterMark: HWM,
     write(chunk, _enc, cb) {
       Promise.all([wait(a, a.write(chunk)), wait(b, b.write(chunk))]).then(() => cb(), cb);
     },
@@ -134,6 +183,7 @@ interface StreamxWritable {
 /** tar-stream 3 is built on streamx: give its writable side Node's interface, back-pressure and errors included. */
 function asNodeWritable(x: StreamxWritable): Writable {
   const wrapper = new Writable({
+    highWaterMark: HWM,
     write(chunk: Buffer, _enc, cb) {
       if (x.write(chunk)) cb();
       else x.once('drain', () => cb());
@@ -196,21 +246,32 @@ function extractTo(root: string, state: SinkState | null): Writable {
       } else if (header.type === 'file' || header.type === 'contiguous-file') {
         mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
         const capture = state !== null && rel === 'backup_label' ? ([] as Buffer[]) : null;
-        if (capture) stream.on('data', (d: unknown) => capture.push(d as Buffer));
-        const out = createWriteStream(target, { mode: (header.mode ?? 0o600) & 0o7777 });
-        // The entry is a streamx stream: pipe() (not pipeline) bridges it to fs.
-        stream.on('error', (e: unknown) => extract.destroy(e as Error));
-        out.on('error', (e) => extract.destroy(e));
-        out.on('finish', () => {
-          if (capture && state) state.backupLabel = Buffer.concat(capture).toString('utf8');
+        const fd = openSync(target, 'w', (header.mode ?? 0o600) & 0o7777);
+        let failed = false;
+        stream.on('data', (d: unknown) => {
+          if (failed) return;
           try {
+            writeAll(fd, d as Buffer);
+            capture?.push(d as Buffer);
+          } catch (e) {
+            failed = true;
+            closeSync(fd);
+            extract.destroy(e as Error);
+          }
+        });
+        stream.on('error', (e: unknown) => extract.destroy(e as Error));
+        stream.on('end', () => {
+          if (failed) return;
+          try {
+            closeSync(fd);
+            if (capture && state) state.backupLabel = Buffer.concat(capture).toString('utf8');
             utimesSync(target, mtime, mtime);
-          } catch {
-            // the file is correct; its time is cosmetic
+          } catch (e) {
+            extract.destroy(e as Error);
+            return;
           }
           next();
         });
-        stream.pipe(out);
       } else {
         stream.on('end', () => next());
         stream.resume();

@@ -199,7 +199,9 @@ interface Layout {
 function backupLayout(server: ServerConfig): Layout {
   const s = server.settings;
   const method = s.backup_compression === 'none' ? null : s.backup_compression;
-  const level = s.backup_compression_level ?? undefined;
+  // Unset, the level is pg_basebackup's default for the codec (Barman leaves
+  // it to pg_basebackup): fast lz4, zstd 3, gzip 6.
+  const level = s.backup_compression_level ?? (method === null ? undefined : { gzip: 6, lz4: 1, zstd: 3 }[method]);
   if (method === null) return { format: 'plain', clientCompression: null, server: undefined, compression: null, level };
   const location = s.backup_compression_location ?? 'client';
   const format = s.backup_compression_format ?? 'tar';
