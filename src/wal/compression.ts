@@ -75,8 +75,6 @@ export function resolveCompressionLevel(compression: WalCompression, level: Comp
 }
 
 export interface FilterOptions {
-  /** zstd only: compression threads (0 = in the calling stream's thread). */
-  workers?: number;
   level?: CompressionLevel | null;
   /** Barman's path_prefix: where to look for the bzip2/lz4/xz programs first. */
   pathPrefix?: string | null;
@@ -92,9 +90,7 @@ export function createCompressor(compression: WalCompression | 'none' | null, op
     case 'gzip':
       return createGzip({ level });
     case 'zstd':
-      return createZstdCompress({
-        params: { [zlibConstants.ZSTD_c_compressionLevel]: level, ...(opts.workers ? { [zlibConstants.ZSTD_c_nbWorkers]: opts.workers } : {}) },
-      });
+      return createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: level } });
     case 'bzip2':
       return processFilter('bzip2', ['-c', `-${level}`], { ...tool, debianPackage: 'bzip2' });
     case 'xz':
