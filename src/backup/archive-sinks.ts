@@ -36,7 +36,7 @@ export function plainSink(backupDir: string, state: SinkState): BaseBackupSink {
   };
 }
 
-export function tarSink(backupDir: string, state: SinkState, clientCompression: ClientCompression, level?: number): BaseBackupSink {
+export function tarSink(backupDir: string, state: SinkState, clientCompression: ClientCompression, level?: number, parallel?: number): BaseBackupSink {
   return {
     openArchive(name) {
       const serverCompressed = /\.tar\.(gz|lz4|zst)$/.exec(name)?.[1];
@@ -44,7 +44,7 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
       const file = join('data', `${name}${serverCompressed ? '' : suffix}`);
       state.files.push(file);
       const out = fileWriter(join(backupDir, file));
-      const stored = serverCompressed || clientCompression === null ? out : chain(createCompressor(clientCompression, level === undefined ? {} : { level }), out);
+      const stored = serverCompressed || clientCompression === null ? out : chain(createCompressor(clientCompression, { ...(level === undefined ? {} : { level }), ...(parallel ? { parallel } : {}) }), out);
       if (!name.startsWith('base.tar')) return stored;
       // Read backup_label out of the base archive on the way through.
       const label = labelReader(state);

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
@@ -218,7 +219,9 @@ async function copy(server: ServerConfig, req: BackupRequest, backupId: string, 
   const s = server.settings;
   const repl = await connectReplication(s.streaming_conninfo!, { applicationName: s.streaming_backup_name ?? 'barman_streaming_backup' });
   try {
-    const sink = layout.format === 'plain' ? plainSink(dir, state) : tarSink(dir, state, layout.clientCompression, layout.level);
+    // zstd compresses several chunks at once: Barman's backup_compression_workers, else the cores (up to 4).
+    const parallel = s.backup_compression_workers || Math.min(4, availableParallelism());
+    const sink = layout.format === 'plain' ? plainSink(dir, state) : tarSink(dir, state, layout.clientCompression, layout.level, parallel);
     return await runBaseBackup(
       repl,
       {
