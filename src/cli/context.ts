@@ -77,6 +77,18 @@ export class CliContext {
   }
 
   /**
+   * A command taking exactly one SERVER: `all` is not a server here. Null
+   * (with the error printed) when it cannot be used.
+   */
+  selectServer(name: string, opts: { allowInactive?: boolean; allowDisabled?: boolean } = {}): ServerConfig | null {
+    if (name === 'all') {
+      this.error(`Unknown server '${name}'`);
+      return null;
+    }
+    return this.selectServers([name], opts)[0] ?? null;
+  }
+
+  /**
    * Resolve SERVER arguments (names or `all`) the way Barman does. Unknown
    * names are errors; disabled or inactive servers are skipped with a
    * message unless the command can work on them.

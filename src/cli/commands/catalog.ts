@@ -132,14 +132,6 @@ class Messages {
 }
 
 /** One server by name (`all` is no server name here); null once the reason is printed. */
-function oneServer(ctx: CliContext, name: string): ServerConfig | null {
-  if (name === 'all') {
-    ctx.error(`Unknown server '${name}'`);
-    return null;
-  }
-  // Inactive servers keep their catalog readable and manageable, as in Barman 3.17.
-  return ctx.selectServers([name], { allowInactive: true })[0] ?? null;
-}
 
 async function resolveBackup(server: ServerConfig, query: string): Promise<CatalogBackup> {
   const catalog = await listBackups(server.paths);
@@ -175,7 +167,7 @@ export async function runListBackup(ctx: CliContext, names: string[], opts: { mi
 // ------------------------------------------------------------------ show-backup
 
 export async function runShowBackup(ctx: CliContext, name: string, query: string): Promise<number> {
-  const server = oneServer(ctx, name);
+  const server = ctx.selectServer(name, { allowInactive: true });
   if (!server) return 1;
   const backup = await resolveBackup(server, query);
   const found = await backupDetails(server, backup.backupId);
@@ -189,7 +181,7 @@ export async function runShowBackup(ctx: CliContext, name: string, query: string
 // ------------------------------------------------------------------ list-files
 
 export async function runListFiles(ctx: CliContext, name: string, query: string, opts: { target: ListFilesTarget; listEmptyDirectories?: boolean }): Promise<number> {
-  const server = oneServer(ctx, name);
+  const server = ctx.selectServer(name, { allowInactive: true });
   if (!server) return 1;
   const backup = await resolveBackup(server, query);
   const out = new Messages(ctx);
@@ -209,7 +201,7 @@ export async function runListFiles(ctx: CliContext, name: string, query: string,
 // ------------------------------------------------------------------ check-backup
 
 export async function runCheckBackup(ctx: CliContext, name: string, query: string): Promise<number> {
-  const server = oneServer(ctx, name);
+  const server = ctx.selectServer(name, { allowInactive: true });
   if (!server) return 1;
   const backup = await resolveBackup(server, query);
   const out = new Messages(ctx);
@@ -237,7 +229,7 @@ export async function runKeep(ctx: CliContext, name: string, query: string, opts
   if (!opts.release && !opts.status && opts.target === undefined) {
     throw new CliError('one of the arguments -r/--release -s/--status --target is required');
   }
-  const server = oneServer(ctx, name);
+  const server = ctx.selectServer(name, { allowInactive: true });
   if (!server) return 1;
   const backup = await resolveBackup(server, query);
   const id = backup.backupId;
@@ -270,7 +262,7 @@ export async function runKeep(ctx: CliContext, name: string, query: string, opts
 // ------------------------------------------------------------------ delete
 
 export async function runDelete(ctx: CliContext, name: string, query: string): Promise<number> {
-  const server = oneServer(ctx, name);
+  const server = ctx.selectServer(name, { allowInactive: true });
   if (!server) return 1;
   const backup = await resolveBackup(server, query);
   const out = new Messages(ctx);

@@ -28,7 +28,7 @@ export function register(host: CommandHost): void {
 }
 
 export async function runVerifyBackup(ctx: CliContext, serverName: string, query: string): Promise<number> {
-  const server = oneServer(ctx, serverName);
+  const server = ctx.selectServer(serverName, { allowInactive: true });
   if (!server) return 1;
   const catalog = await listBackups(server.paths);
   let backup;
@@ -108,10 +108,3 @@ function printConsole(ctx: CliContext, backupId: string, serverName: string, rep
 }
 
 /** One server by name (no `all`); inactive servers too, since verifying only reads the catalog. */
-function oneServer(ctx: CliContext, name: string): ServerConfig | null {
-  if (name === 'all') {
-    ctx.error(`Unknown server '${name}'`);
-    return null;
-  }
-  return ctx.selectServers([name], { allowInactive: true })[0] ?? null;
-}

@@ -55,13 +55,6 @@ function positiveInt(value: string): number {
 }
 
 /** One server by name, as Barman's get_server (no `all` here); null once the reason is printed. */
-function oneServer(ctx: CliContext, name: string, opts: { allowInactive?: boolean } = {}): ServerConfig | null {
-  if (name === 'all') {
-    ctx.error(`Unknown server '${name}'`);
-    return null;
-  }
-  return ctx.selectServers([name], { allowInactive: opts.allowInactive ?? false })[0] ?? null;
-}
 
 /** " (SSH host: 1.2.3.4)" when run through SSH, as Barman adds to its messages. */
 function sshSuffix(): string {
@@ -71,7 +64,7 @@ function sshSuffix(): string {
 }
 
 export async function runArchiveWal(ctx: CliContext, name: string): Promise<number> {
-  const server = oneServer(ctx, name);
+  const server = ctx.selectServer(name);
   if (!server) return 1;
   let failed = false;
   const onEvent = (e: ArchiveEvent): void => {
@@ -125,7 +118,7 @@ interface GetWalCliOptions {
 }
 
 export async function runGetWal(ctx: CliContext, name: string, walName: string, opts: GetWalCliOptions): Promise<number> {
-  const server = oneServer(ctx, name, { allowInactive: true });
+  const server = ctx.selectServer(name, { allowInactive: true });
   if (!server) return 1;
   if (opts.test) {
     ctx.print(`Ready to retrieve WAL files from the server ${server.name}`);
@@ -167,7 +160,7 @@ function basenameOf(path: string): string {
 }
 
 export async function runPutWal(ctx: CliContext, name: string, opts: { test: boolean }): Promise<number> {
-  const server = oneServer(ctx, name);
+  const server = ctx.selectServer(name);
   if (!server) return 1;
   if (opts.test) {
     ctx.print(`Ready to accept WAL files for the server ${server.name}`);
