@@ -77,3 +77,18 @@ export async function probeServer(req: ProbeRequest): Promise<ProbeResult> {
   ]);
   return result;
 }
+
+/**
+ * A replication slot as pg_replication_slots shows it, over an ordinary
+ * connection of its own (physical walsenders cannot run SQL, and
+ * READ_REPLICATION_SLOT only exists from PostgreSQL 15).
+ */
+export async function readSlotOverSql(conninfo: string, slot: string): Promise<SlotInfo | null> {
+  const sql = await connectSql(conninfo, { applicationName: 'barkeep' });
+  try {
+    const version = Number((await sql.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v);
+    return await readReplicationSlot(sql, slot, version);
+  } finally {
+    await closeQuietly(sql);
+  }
+}

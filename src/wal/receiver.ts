@@ -5,8 +5,8 @@ import { identityPath } from '../catalog/layout.ts';
 import { readIdentity, writeIdentityIfMissing } from '../catalog/identity.ts';
 import type { ServerConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
-import { closeQuietly, connectReplication, connectSql, describePgError } from '../postgres/connect.ts';
-import { readReplicationSlot } from '../postgres/server-info.ts';
+import { closeQuietly, connectReplication, describePgError } from '../postgres/connect.ts';
+import { readSlotOverSql } from '../postgres/probe.ts';
 import { formatLsn, historyFileName, parseLsn, parseSegmentSize, segmentStart, walFileNameForLsn, type Lsn } from '../postgres/lsn.ts';
 import {
   createPhysicalSlot,
@@ -397,15 +397,8 @@ class Receiver {
   private async readSlot(client: pg.Client, slot: string): Promise<{ exists: boolean; restartLsn: string | null; restartTimeline: number | null }> {
     const version = Number(await showSetting(client, 'server_version_num'));
     if (version >= 150000) return readReplicationSlotPosition(client, slot);
-    // No READ_REPLICATION_SLOT before 15, and a physical walsender cannot run
-    // SQL: ask over the ordinary connection.
-    const sql = await connectSql(this.server.settings.conninfo!, { applicationName: 'barkeep' });
-    try {
-      const info = await readReplicationSlot(sql, slot, version);
-      return { exists: info !== null, restartLsn: info?.restartLsn ?? null, restartTimeline: null };
-    } finally {
-      await closeQuietly(sql);
-    }
+    const info = await readSlotOverSql(this.server.settings.conninfo!, slot);
+    return { exists: info !== null, restartLsn: info?.restartLsn ?? null, restartTimeline: null };
   }
 }
 

@@ -1,11 +1,12 @@
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import type pg from 'pg';
 import { join } from 'node:path';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../../catalog/locks.ts';
 import type { ServerConfig } from '../../config/load.ts';
-import { closeQuietly, connectReplication, connectSql, describePgError } from '../../postgres/connect.ts';
+import { closeQuietly, connectReplication, describePgError } from '../../postgres/connect.ts';
 import { formatLsn, parseLsn, parseSegmentSize, segmentStart, walFileNameForLsn } from '../../postgres/lsn.ts';
 import { createPhysicalSlot, dropSlot, identifySystem, showSetting } from '../../postgres/replication-commands.ts';
-import { readReplicationSlot } from '../../postgres/server-info.ts';
+import { readSlotOverSql } from '../../postgres/probe.ts';
 import { ensureDir } from '../../util/durable-fs.ts';
 import { readReceiverState, writeReceiverState, emptyReceiverState } from '../../wal/receiver-state.ts';
 import { ReceiverStopped, runReceiver } from '../../wal/receiver.ts';
@@ -59,14 +60,12 @@ function slotName(server: ServerConfig): string {
   return slot;
 }
 
-async function slotExists(server: ServerConfig, slot: string): Promise<{ exists: boolean; active: boolean }> {
-  const sql = await connectSql(server.settings.conninfo!, { applicationName: 'barkeep' });
+async function withReplication<T>(server: ServerConfig, fn: (repl: pg.Client) => Promise<T>): Promise<T> {
+  const repl = await connectReplication(server.settings.streaming_conninfo!, { applicationName: 'barkeep' });
   try {
-    const version = Number((await sql.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v);
-    const info = await readReplicationSlot(sql, slot, version);
-    return { exists: info !== null, active: info?.active ?? false };
+    return await fn(repl);
   } finally {
-    await closeQuietly(sql);
+    await closeQuietly(repl);
   }
 }
 
@@ -74,7 +73,7 @@ async function createSlot(ctx: CliContext, server: ServerConfig, ifNotExists: bo
   const slot = slotName(server);
   ctx.print(`Creating physical replication slot '${slot}' on server '${server.name}'`);
   try {
-    if ((await slotExists(server, slot)).exists) {
+    if ((await readSlotOverSql(server.settings.conninfo!, slot)) !== null) {
       if (ifNotExists) {
         ctx.print(`Replication slot '${slot}' already exists`);
         return 0;
@@ -82,12 +81,7 @@ async function createSlot(ctx: CliContext, server: ServerConfig, ifNotExists: bo
       ctx.error(`Replication slot '${slot}' already exists (use --if-not-exists to accept that)`);
       return 1;
     }
-    const repl = await connectReplication(server.settings.streaming_conninfo!, { applicationName: 'barkeep' });
-    try {
-      await createPhysicalSlot(repl, slot);
-    } finally {
-      await closeQuietly(repl);
-    }
+    await withReplication(server, (repl) => createPhysicalSlot(repl, slot));
   } catch (e) {
     ctx.error(`Cannot create replication slot '${slot}': ${describePgError(e)}`);
     return 1;
@@ -101,8 +95,8 @@ async function dropSlotCommand(ctx: CliContext, server: ServerConfig): Promise<n
   const slot = slotName(server);
   ctx.print(`Dropping physical replication slot '${slot}' on server '${server.name}'`);
   try {
-    const state = await slotExists(server, slot);
-    if (!state.exists) {
+    const state = await readSlotOverSql(server.settings.conninfo!, slot);
+    if (state === null) {
       ctx.error(`Replication slot '${slot}' does not exist`);
       return 1;
     }
@@ -110,12 +104,7 @@ async function dropSlotCommand(ctx: CliContext, server: ServerConfig): Promise<n
       ctx.error(`Replication slot '${slot}' is in use: stop its receiver first ('barkeep receive-wal --stop ${server.name}')`);
       return 1;
     }
-    const repl = await connectReplication(server.settings.streaming_conninfo!, { applicationName: 'barkeep' });
-    try {
-      await dropSlot(repl, slot);
-    } finally {
-      await closeQuietly(repl);
-    }
+    await withReplication(server, (repl) => dropSlot(repl, slot));
   } catch (e) {
     ctx.error(`Cannot drop replication slot '${slot}': ${describePgError(e)}`);
     return 1;
@@ -200,30 +189,15 @@ async function reset(ctx: CliContext, server: ServerConfig): Promise<number> {
     return 1;
   }
   const dir = server.paths.streamingWalsDirectory;
-  const repl = await connectReplication(server.settings.streaming_conninfo!, { applicationName: 'barkeep' });
-  let target: string;
-  let segmentSize: number;
-  let serverLsn: bigint;
-  try {
+  const { target, segmentSize, serverLsn } = await withReplication(server, async (repl) => {
     const id = await identifySystem(repl);
-    segmentSize = parseSegmentSize(await showSetting(repl, 'wal_segment_size'));
-    serverLsn = parseLsn(id.xlogPos);
-    let lsn = serverLsn;
+    const segmentSize = parseSegmentSize(await showSetting(repl, 'wal_segment_size'));
+    const serverLsn = parseLsn(id.xlogPos);
     const slot = server.settings.slot_name;
-    if (slot) {
-      const sql = await connectSql(server.settings.conninfo!, { applicationName: 'barkeep' });
-      try {
-        const version = Number((await sql.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v);
-        const info = await readReplicationSlot(sql, slot, version);
-        if (info?.restartLsn) lsn = parseLsn(info.restartLsn);
-      } finally {
-        await closeQuietly(sql);
-      }
-    }
-    target = walFileNameForLsn(id.timeline, segmentStart(lsn, segmentSize), segmentSize);
-  } finally {
-    await closeQuietly(repl);
-  }
+    const restart = slot ? (await readSlotOverSql(server.settings.conninfo!, slot))?.restartLsn : null;
+    const lsn = restart ? parseLsn(restart) : serverLsn;
+    return { target: walFileNameForLsn(id.timeline, segmentStart(lsn, segmentSize), segmentSize), segmentSize, serverLsn };
+  });
   const local = await localStreamPosition(dir, segmentSize);
   const state = emptyReceiverState(await readReceiverState(server.paths));
   const hadGap = state.gap !== null;
