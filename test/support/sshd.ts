@@ -144,7 +144,14 @@ export async function startSshd(opts: StartSshdOptions): Promise<Sshd> {
         'X11Forwarding no',
         'PrintMotd no',
         'LogLevel VERBOSE',
-        ...Object.entries(opts.env ?? {}).map(([k, v]) => `SetEnv ${k}="${v.replace(/(["\\])/g, '\\$1')}"`),
+        // sshd takes only the first SetEnv line, so every variable goes on one.
+        // SHLVL=1: bash sources the login user's ~/.bashrc for an ssh command
+        // only at shell level 1, and the machine's own rc files (root's runs
+        // `pyenv init`, which races with itself across parallel sessions and
+        // writes to stderr) must not leak into what the tests compare.
+        `SetEnv ${Object.entries({ SHLVL: '1', ...opts.env })
+          .map(([k, v]) => `${k}="${v.replace(/(["\\])/g, '\\$1')}"`)
+          .join(' ')}`,
         '',
       ].join('\n'),
     );
