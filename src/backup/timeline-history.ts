@@ -52,7 +52,7 @@ export function parseHistoryFile(tli: number, text: string, source: string): Tim
   return out;
 }
 
-async function readMaybeCompressed(path: string): Promise<string> {
+export async function readMaybeCompressed(path: string): Promise<string> {
   const chunks: Buffer[] = [];
   await pipeline(
     createReadStream(path),

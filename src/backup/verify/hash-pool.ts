@@ -38,7 +38,12 @@ export class HashPool {
     }
   }
 
-  async hashFile(path: Buffer, algorithm: ChecksumAlgorithm, headBytes = 0): Promise<HashResult> {
+  /** Copies `path` to a new file `to` (fsynced), hashing the bytes on the way. */
+  copyFile(path: Buffer, to: Buffer, mode: number, algorithm: ChecksumAlgorithm): Promise<HashResult> {
+    return this.hashFile(path, algorithm, 0, { copyTo: to, mode });
+  }
+
+  async hashFile(path: Buffer, algorithm: ChecksumAlgorithm, headBytes = 0, copy?: { copyTo: Buffer; mode: number }): Promise<HashResult> {
     const worker = await this.#acquire();
     try {
       if (this.#broken) throw new HashPoolError(`hash worker failed: ${this.#broken.message}`);
@@ -67,7 +72,7 @@ export class HashPool {
         worker.on('message', onMessage);
         worker.on('error', onError);
         worker.on('exit', onExit);
-        const req: HashRequest = { id, path, algorithm, headBytes };
+        const req: HashRequest = { id, path, algorithm, headBytes, ...(copy ?? {}) };
         worker.postMessage(req);
       });
     } finally {

@@ -1,7 +1,9 @@
 // Worker side of hash-pool.ts: reads one file at a time and hashes it, so the
 // checksums of a plain backup use every core instead of the main thread's one.
-// Blocking reads are fine here: this thread does nothing else.
-import { closeSync, openSync, readSync } from 'node:fs';
+// With copyTo, the bytes are also written there and fsynced (a local restore
+// copies and verifies in one read). Blocking I/O is fine: this thread does
+// nothing else.
+import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { createChecksum, type ChecksumAlgorithm } from './checksum.ts';
 
@@ -11,6 +13,9 @@ export interface HashRequest {
   algorithm: ChecksumAlgorithm;
   /** How many leading bytes to send back (pg_control's system identifier). */
   headBytes: number;
+  /** Also write the bytes to this new file, fsynced before the answer. */
+  copyTo?: Uint8Array;
+  mode?: number;
 }
 
 export type HashResponse = { id: number; bytes: number; digest: Uint8Array; head: Uint8Array } | { id: number; error: string };
@@ -20,8 +25,10 @@ const buffer = Buffer.allocUnsafe(CHUNK);
 
 parentPort?.on('message', (req: HashRequest) => {
   let fd: number | null = null;
+  let out: number | null = null;
   try {
     fd = openSync(Buffer.from(req.path), 'r');
+    if (req.copyTo) out = openSync(Buffer.from(req.copyTo), 'w', req.mode ?? 0o600);
     const checksum = createChecksum(req.algorithm);
     let bytes = 0;
     let head = Buffer.alloc(0);
@@ -30,7 +37,13 @@ parentPort?.on('message', (req: HashRequest) => {
       if (n === 0) break;
       if (head.length < req.headBytes) head = Buffer.concat([head, buffer.subarray(0, Math.min(n, req.headBytes - head.length))]);
       checksum.update(buffer.subarray(0, n));
+      if (out !== null) for (let done = 0; done < n; ) done += writeSync(out, buffer, done, n - done);
       bytes += n;
+    }
+    if (out !== null) {
+      fsyncSync(out);
+      closeSync(out);
+      out = null;
     }
     const response: HashResponse = { id: req.id, bytes, digest: checksum.digest(), head };
     parentPort!.postMessage(response);
@@ -38,5 +51,6 @@ parentPort?.on('message', (req: HashRequest) => {
     parentPort!.postMessage({ id: req.id, error: (err as Error).message } satisfies HashResponse);
   } finally {
     if (fd !== null) closeSync(fd);
+    if (out !== null) closeSync(out);
   }
 });

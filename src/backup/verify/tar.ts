@@ -201,12 +201,12 @@ async function checkMember(ledger: VerifyLedger, archive: Archive, entry: Entry,
 }
 
 /** The member name as latin1 bytes; a PAX path (always UTF-8, decoded so by tar-stream) is re-encoded to match. */
-function rawMemberName(header: TarHeader): string {
+export function rawMemberName(header: TarHeader): string {
   const pax = header.pax as Record<string, unknown> | null | undefined;
   return typeof pax?.['path'] === 'string' ? Buffer.from(pax['path'], 'utf8').toString('latin1') : header.name;
 }
 
-async function drain(entry: AsyncIterable<Buffer>): Promise<void> {
+export async function drain(entry: AsyncIterable<Buffer>): Promise<void> {
   for await (const _ of entry) {
     // Skipped: the tar stream only moves on once a member is consumed.
   }

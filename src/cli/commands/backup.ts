@@ -12,6 +12,7 @@ import type { CommandHost } from '../command-host.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { runArchiveWal } from './wal-archive.ts';
 import { runVerifyBackup } from './verify-backup.ts';
+import { progressLine } from '../progress-line.ts';
 
 // `barkeep backup [options] SERVER...|all`, with Barman's flags and messages.
 
@@ -171,27 +172,4 @@ async function refresh(server: ServerConfig, backupId: string): Promise<string> 
   if (r.kind === 'checked') return r.status;
   if (r.kind === 'failed') return 'FAILED';
   return 'WAITING_FOR_WALS';
-}
-
-/** A one-line progress display on a terminal; nothing otherwise or with -q. */
-function progressLine(ctx: CliContext): { update: (done: number, total: number) => void; clear: () => void } {
-  const tty = process.stderr.isTTY === true && !ctx.opts.quiet;
-  const started = Date.now();
-  let last = 0;
-  let shown = false;
-  return {
-    update(done, total) {
-      if (!tty || Date.now() - last < 200) return;
-      last = Date.now();
-      const rate = done / Math.max(0.001, (Date.now() - started) / 1000);
-      const pct = total > 0 ? ` ${Math.min(100, (done / total) * 100).toFixed(0)}%` : '';
-      const eta = total > done && rate > 0 ? `, ETA ${Math.ceil((total - done) / rate)} s` : '';
-      process.stderr.write(`\r\x1b[K  copied ${prettySize(done)}${total ? ` of ~${prettySize(total)}` : ''}${pct} (${prettySize(rate)}/s${eta})`);
-      shown = true;
-    },
-    clear() {
-      if (shown) process.stderr.write('\r\x1b[K');
-      shown = false;
-    },
-  };
 }

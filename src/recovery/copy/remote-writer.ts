@@ -1,0 +1,150 @@
+// Restores onto the database host over SSH: each lane is one ssh2 channel
+// running GNU tar, fed a tar stream built here (tar-stream) with absolute
+// member names, so the data directory and every tablespace location go
+// through the same lanes. Files are hashed as they stream; `sync -f` on the
+// destination file systems makes them durable before finish() returns.
+//
+// The remote command: tar -x -P -p --no-same-owner -f -  (GNU tar; -P keeps
+// the absolute names, -p the modes PostgreSQL insists on, --no-same-owner
+// leaves every file to the login user even when it is root).
+import { once } from 'node:events';
+import { createReadStream } from 'node:fs';
+import tarStream from 'tar-stream';
+import { createChecksum } from '../../backup/verify/checksum.ts';
+import { shellQuote } from '../ssh/shell-quote.ts';
+import { SshError, type RemoteWritable, type SshSession } from '../ssh/ssh-session.ts';
+import type { Throttle } from './throttle.ts';
+import { bodyChunks, type RestoreEntry, type RestoreWriter, type WriteResult } from './restore-writer.ts';
+
+export const REMOTE_TAR_COMMAND = 'tar -x -P -p --no-same-owner -f -';
+
+interface PackEntry {
+  write(chunk: Buffer): boolean;
+  end(): void;
+  once(event: string, fn: (...args: unknown[]) => void): void;
+}
+type PackHeader = Partial<tarStream.Header> & { name: string };
+interface Pack extends AsyncIterable<Buffer> {
+  entry(header: PackHeader, callback?: (err?: Error | null) => void): PackEntry;
+  entry(header: PackHeader, buffer: Buffer, callback?: (err?: Error | null) => void): PackEntry;
+  finalize(): void;
+  destroy(err?: Error): void;
+}
+
+interface Lane {
+  pack: Pack;
+  remote: RemoteWritable;
+  pumped: Promise<void>;
+  /** Rejects as soon as the channel or the connection fails. */
+  failed: Promise<never>;
+}
+
+export class RemoteWriter implements RestoreWriter {
+  readonly lanes: number;
+  readonly #session: SshSession;
+  readonly #throttle: Throttle | null;
+  readonly #syncPaths: string[];
+  readonly #lanes: Lane[];
+
+  private constructor(session: SshSession, lanes: Lane[], throttle: Throttle | null, syncPaths: string[]) {
+    this.#session = session;
+    this.#lanes = lanes;
+    this.lanes = lanes.length;
+    this.#throttle = throttle;
+    this.#syncPaths = syncPaths;
+  }
+
+  static async open(session: SshSession, opts: { jobs: number; throttle: Throttle | null; syncPaths: string[] }): Promise<RemoteWriter> {
+    const lanes: Lane[] = [];
+    for (let i = 0; i < Math.max(1, opts.jobs); i++) lanes.push(await openLane(session));
+    return new RemoteWriter(session, lanes, opts.throttle, opts.syncPaths);
+  }
+
+  async write(laneNo: number, entry: RestoreEntry): Promise<WriteResult> {
+    const lane = this.#lanes[laneNo]!;
+    return Promise.race([lane.failed, this.#write(lane, entry)]);
+  }
+
+  async #write(lane: Lane, entry: RestoreEntry): Promise<WriteResult> {
+    const name = Buffer.from(entry.dest, 'latin1').toString('utf8');
+    const header = { name, mode: entry.mode, mtime: entry.mtime };
+    if (entry.type === 'directory') {
+      lane.pack.entry({ ...header, type: 'directory' });
+      return { bytes: 0, digest: Buffer.alloc(0) };
+    }
+    if (entry.type === 'symlink') {
+      lane.pack.entry({ ...header, type: 'symlink', linkname: Buffer.from(entry.linkTarget ?? '', 'latin1').toString('utf8') });
+      return { bytes: 0, digest: Buffer.alloc(0) };
+    }
+    const checksum = createChecksum(entry.algorithm);
+    const body = entry.body ?? { kind: 'buffer' as const, data: Buffer.alloc(0) };
+    if (body.kind === 'buffer') {
+      if (this.#throttle) await this.#throttle.take(body.data.length);
+      checksum.update(body.data);
+      await new Promise<void>((resolve, reject) => lane.pack.entry({ ...header, type: 'file', size: body.data.length }, body.data, (err) => (err ? reject(err) : resolve())));
+      return { bytes: body.data.length, digest: checksum.digest() };
+    }
+    let finished!: Promise<void>;
+    const sink = lane.pack.entry({ ...header, type: 'file', size: entry.size }, (err) => {
+      finishedResolve(err ?? null);
+    });
+    let finishedResolve!: (err: Error | null) => void;
+    finished = new Promise<void>((resolve, reject) => {
+      finishedResolve = (err) => (err ? reject(err) : resolve());
+    });
+    let bytes = 0;
+    for await (const chunk of bodyChunks(body, (p) => createReadStream(p, { highWaterMark: 1 << 20 }))) {
+      if (bytes + chunk.length > entry.size) throw new Error(`${name} grew while it was being restored (more than the ${entry.size} bytes expected)`);
+      if (this.#throttle) await this.#throttle.take(chunk.length);
+      checksum.update(chunk);
+      bytes += chunk.length;
+      if (!sink.write(chunk)) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
+    }
+    if (bytes !== entry.size) throw new Error(`${name} has ${bytes} bytes, ${entry.size} were expected`);
+    sink.end();
+    await finished;
+    return { bytes, digest: checksum.digest() };
+  }
+
+  async finish(): Promise<void> {
+    for (const lane of this.#lanes) lane.pack.finalize();
+    await Promise.all(this.#lanes.map(async (lane) => {
+      await Promise.race([lane.failed, lane.pumped]);
+      lane.remote.stdin.end();
+      const result = await lane.remote.done;
+      if (result.code !== 0) throw new SshError(`remote '${REMOTE_TAR_COMMAND}' failed (${result.code === null ? `signal ${result.signal}` : `exit status ${result.code}`}): ${result.stderr.trim() || 'no message'}`);
+    }));
+    if (this.#syncPaths.length > 0) {
+      const r = await this.#session.run(`sync -f ${this.#syncPaths.map(shellQuote).join(' ')} 2>/dev/null || sync`);
+      if (r.code !== 0) throw new SshError(`remote sync failed: ${r.stderr.trim()}`);
+    }
+  }
+
+  async abort(reason: Error): Promise<void> {
+    for (const lane of this.#lanes) {
+      lane.pack.destroy(reason);
+      lane.remote.stdin.destroy();
+    }
+    await Promise.allSettled(this.#lanes.map((l) => l.remote.done));
+  }
+}
+
+async function openLane(session: SshSession): Promise<Lane> {
+  const remote = await session.openWritable(REMOTE_TAR_COMMAND);
+  const pack = tarStream.pack() as unknown as Pack;
+  const failed = new Promise<never>((_, reject) => {
+    remote.done.then(
+      (r) => reject(new SshError(`remote '${REMOTE_TAR_COMMAND}' ended early (${r.code === null ? `signal ${r.signal}` : `exit status ${r.code}`}): ${r.stderr.trim() || 'no message'}`)),
+      (err: Error) => reject(err),
+    );
+    remote.stdin.once('error', (err: Error) => reject(new SshError(`SSH channel failed: ${err.message}`)));
+  });
+  failed.catch(() => undefined);
+  const pumped = (async () => {
+    for await (const chunk of pack) {
+      if (!remote.stdin.write(chunk)) await once(remote.stdin, 'drain');
+    }
+  })();
+  pumped.catch(() => undefined);
+  return { pack, remote, pumped, failed };
+}
