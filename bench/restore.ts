@@ -593,7 +593,7 @@ async function main(): Promise<void> {
 
   const verdict = (ok: boolean) => (ok ? 'met' : 'NOT met');
   const x = (v: number) => `${v.toFixed(2)}x`;
-  const line = (label: string, text: string) => console.log(`${label.padEnd(50)} ${text}`);
+  const line = (label: string, text: string) => console.log(`${label.padEnd(52)} ${text}`);
   console.log('\nratios (of medians)');
   const has = (name: string) => rows.some((r) => r.name === name);
   const best = (names: string[]) => names.filter(has).reduce((a, b) => (of(a, 'wall') <= of(b, 'wall') ? a : b));

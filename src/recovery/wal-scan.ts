@@ -56,12 +56,13 @@ export interface ScanOptions {
   /** The backup's start (its checkpoint redo point): earlier records are never a stop point. */
   startLsn?: string;
   /**
-   * server_version_num of the server that wrote the WAL. Only needed for layouts
-   * that differ between releases, and then only when the page magic is not one
-   * of a known release (a development build): full-page image flags (changed in
-   * 15 for wal_compression methods) and the size of a dropped-statistics entry in
-   * commit records (12 bytes in 15-17, 16 from 18), which sits before the prepared
-   * transaction's xid in COMMIT PREPARED / ROLLBACK PREPARED records.
+   * server_version_num of the server that wrote the WAL, for the layouts that
+   * differ between releases. The page magic of a release already tells them, so
+   * this only matters for a development build's WAL: the page flag bits (master,
+   * the future 19, renumbered XLP_FIRST_IS_OVERWRITE_CONTRECORD), full-page image
+   * flags (one per wal_compression method since 15) and the size of a
+   * dropped-statistics entry (12 bytes in 15-17, 16 from 18), which comes before
+   * the prepared xid in COMMIT PREPARED / ROLLBACK PREPARED records.
    */
   pgVersion?: number;
   signal?: AbortSignal;
@@ -431,8 +432,10 @@ class WalScanner {
   private totLen = 0;
   private gotLen = 0;
   private crc = 0;
-  // The body of a record the matcher wants, assembled when it spans pages.
-  private body: Buffer | null = null;
+  // The body of a record the matcher wants, when it spans pages: copied piece by
+  // piece as it arrives, so a bogus xl_tot_len (its CRC is not checked yet) costs
+  // no more memory than the bytes actually read before the next page rejects it.
+  private bodyParts: Buffer[] | null = null;
   private wanted = false;
 
   constructor(segmentSize: number, matcher: Matcher, start: bigint | null, pgVersion: number | undefined) {
@@ -543,7 +546,7 @@ class WalScanner {
       // where its continuation should have been: the partial record never existed.
       this.state = HEADER;
       this.headerGot = 0;
-      this.body = null;
+      this.bodyParts = null;
     } else {
       const got = this.state === BODY ? this.gotLen : this.headerGot;
       if (!(info & XLP_FIRST_IS_CONTRECORD) || remLen === 0 || remLen !== this.totLen - got) return END;
@@ -593,14 +596,14 @@ class WalScanner {
         this.headerGot = SIZE_OF_XLOG_RECORD;
         this.gotLen = SIZE_OF_XLOG_RECORD;
         this.crc = CRC32C_INIT;
-        this.body = this.wanted ? Buffer.allocUnsafe(this.totLen - SIZE_OF_XLOG_RECORD) : null;
+        this.bodyParts = this.wanted ? [] : null;
         this.state = BODY;
       }
 
       const take = Math.min(this.totLen - this.gotLen, end - pos);
       if (take > 0) {
         this.crc = crc32cUpdate(this.crc, buf.subarray(pos, pos + take));
-        if (this.body !== null) buf.copy(this.body, this.gotLen - SIZE_OF_XLOG_RECORD, pos, pos + take);
+        if (this.bodyParts !== null) this.bodyParts.push(Buffer.from(buf.subarray(pos, pos + take)));
         this.gotLen += take;
         pos += take;
       }
@@ -608,8 +611,8 @@ class WalScanner {
       const h = this.header;
       const crc = crc32cFinal(crc32cUpdate(this.crc, h.subarray(0, XL_CRC_OFFSET)));
       if (crc !== h.readUInt32LE(XL_CRC_OFFSET)) return END;
-      const body = this.body;
-      this.body = null;
+      const body = this.bodyParts === null ? null : Buffer.concat(this.bodyParts, this.totLen - SIZE_OF_XLOG_RECORD);
+      this.bodyParts = null;
       this.state = HEADER;
       this.headerGot = 0;
       const r = this.record(h[17]!, h[16]!, h.readUInt32LE(4), body);

@@ -80,9 +80,10 @@ describe('barkeep recover (PostgreSQL 15)', () => {
     await cluster?.destroy();
   });
 
-  const start = async (dir: string, ...more: string[]) => {
+  const start = async (dir: string, ...more: string[]) => startWith({}, dir, ...more);
+  const startWith = async (opts: { tcp?: boolean }, dir: string, ...more: string[]) => {
     giveToPostgres(dir, ...more);
-    const s = await startRestored(dir, cluster.binDir);
+    const s = await startRestored(dir, cluster.binDir, opts);
     started.push(s);
     await s.waitPromoted();
     return s;
@@ -220,5 +221,30 @@ describe('barkeep recover (PostgreSQL 15)', () => {
       const s = await start(dir, ts);
       expect(await phases(s)).toEqual({ 'before-time': 1000, 'after-time': 1000, 'after-rp': 1000, 'after-lsn': 1000 });
     });
+  });
+
+  // Last: it moves the server to another timeline.
+  it('after a failover to the recovered server, receive-wal follows it onto the new timeline (create_slot = auto)', async () => {
+    const dir = join(makeTempDir('recover-failover'), 'pgdata');
+    const ts = join(makeTempDir('recover-ts'), 'ts1');
+    const r = await plain.run(['recover', '--target-time', targetTime, '--target-action', 'promote', '--tablespace', `ts1:${ts}`, 'pg', 'latest', dir]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const s = await startWith({ tcp: true }, dir, ts);
+    const [tli] = await s.query<{ t: number }>('SELECT timeline_id AS t FROM pg_control_checkpoint()');
+    expect(tli!.t).toBe(2);
+    // The failover: barkeep's server now points at the promoted copy (same system identifier).
+    await receivers[0]!.stop();
+    writeFileSync(plain.conf, readFileSync(plain.conf, 'utf8').replaceAll(`port=${cluster.port}`, `port=${s.port}`));
+    writeFileSync(plain.env.PGPASSFILE!, readFileSync(plain.env.PGPASSFILE!, 'utf8').replace(`:${cluster.port}:`, `:${s.port}:`));
+    const receiver = plain.startReceiver();
+    receivers.push(receiver);
+    await waitFor('streaming from the promoted server', () => receiver.output().includes('starting log streaming'), 30_000);
+    await s.query(`INSERT INTO t (phase) SELECT 'on-timeline-2' FROM generate_series(1, 100)`);
+    const sw = await plain.run(['switch-wal', '--force', '--archive', 'pg']);
+    expect(sw.code, sw.stdout + sw.stderr + receiver.output()).toBe(0);
+    expect((await plain.run(['archive-wal', 'pg'])).code).toBe(0);
+    const archived = readdirSync(join(plain.home, 'pg', 'wals'), { recursive: true }).map(String);
+    expect(archived, receiver.output() + sw.stdout).toContain('00000002.history');
+    expect(archived.some((f) => /(^|\/)00000002[0-9A-F]{16}$/.test(f))).toBe(true);
   });
 });

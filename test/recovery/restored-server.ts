@@ -30,12 +30,12 @@ export function giveToPostgres(...dirs: string[]): void {
   for (const d of dirs) spawnSync('chown', ['-R', 'postgres:postgres', d]);
 }
 
-export async function startRestored(dataDir: string, binDir: string): Promise<RestoredServer> {
+export async function startRestored(dataDir: string, binDir: string, opts: { tcp?: boolean } = {}): Promise<RestoredServer> {
   const port = await freePort();
   const sock = makeTempDir('restored-sock', { owner: 'postgres' });
   const logDir = makeTempDir('restored-log', { owner: 'postgres' });
   const logFile = join(logDir, 'postgres.log');
-  const options = `-p ${port} -c listen_addresses='' -c unix_socket_directories='${sock}' -c archive_mode=off`;
+  const options = `-p ${port} -c listen_addresses='${opts.tcp ? '127.0.0.1' : ''}' -c unix_socket_directories='${sock}' -c archive_mode=off`;
   const started = await run(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', logFile, '-o', options, '-w', '-t', '90', 'start']);
   const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '(no log)');
   if (started.code !== 0) throw new Error(`the restored server did not start: ${started.out}\n${log()}`);
