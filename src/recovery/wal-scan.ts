@@ -22,7 +22,10 @@ export type ScanTarget =
    * commit/abort whose time is > micros when inclusive, >= micros when not.
    */
   | { kind: 'time'; micros: bigint; inclusive?: boolean }
-  /** A 32-bit TransactionId: the commit or abort of that transaction. */
+  /**
+   * A 32-bit TransactionId: the commit or abort of that transaction, whatever
+   * recovery_target_inclusive says (it only decides whether that record is replayed).
+   */
   | { kind: 'xid'; xid: number }
   /** The first restore point (pg_create_restore_point) of that name. */
   | { kind: 'name'; name: string };
@@ -34,6 +37,11 @@ export interface ScanSegment {
   open(): Promise<Readable>;
 }
 
+/**
+ * The record that ends replay. Recovery reads it in every case; it replays it
+ * for a restore point and an inclusive xid target, not for a time target or an
+ * exclusive xid target.
+ */
 export interface StopPoint {
   /**
    * The segment holding the record's last byte: the last one replay must read.
@@ -74,6 +82,9 @@ export interface ScanOptions {
  * the WAL stops being valid before such a record: the caller then cannot
  * shorten the WAL it restores. Throws only on bad arguments, a failing
  * `open()`/stream, or abort.
+ *
+ * The WAL up to the backup's end is needed whatever this says: PostgreSQL
+ * refuses a stop point before the backup is consistent, which this does not judge.
  */
 export async function findStopPoint(
   segments: AsyncIterable<ScanSegment> | Iterable<ScanSegment>,
@@ -179,8 +190,9 @@ function layoutFor(magic: number, pgVersion: number | undefined): Layout {
   const release = RELEASE_MAGICS.get(magic);
   // An unknown magic is a development build: pgVersion tells, else its place
   // between the releases' magics is the best guess.
-  const major =
-    release ?? (pgVersion !== undefined ? Math.floor(pgVersion / 10000) : magic <= 0xd10d ? 14 : magic < 0xd118 ? 17 : magic === 0xd118 ? 18 : 19);
+  let major = release ?? 0;
+  if (major === 0 && pgVersion !== undefined) major = Math.floor(pgVersion / 10000);
+  else if (major === 0) major = magic <= 0xd10d ? 14 : magic < 0xd118 ? 17 : 19;
   return {
     // Up to 18, 0x0004 is XLP_BKP_REMOVABLE; master (19) dropped it and renumbered.
     overwriteFlag: major >= 19 ? 0x0004 : 0x0008,
@@ -458,7 +470,8 @@ class WalScanner {
       for await (const raw of stream) {
         signal?.throwIfAborted();
         if (typeof raw === 'string') throw new TypeError(`segment ${name}: the stream yields strings, not bytes`);
-        const chunk = Buffer.isBuffer(raw) ? raw : Buffer.from((raw as Uint8Array).buffer, (raw as Uint8Array).byteOffset, (raw as Uint8Array).byteLength);
+        const bytes = raw as Uint8Array;
+        const chunk = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
         let i = 0;
         while (i < chunk.length) {
           let r: Outcome;

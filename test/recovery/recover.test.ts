@@ -13,6 +13,16 @@ import { giveToPostgres, startRestored, type RestoredServer } from './restored-s
 // phases around a target time, a restore point and an LSN; each recovery is
 // started as a real server and must stop exactly at its target.
 
+function descendants(pid: number): number[] {
+  const rows = spawnSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' }).stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number) as [number, number]);
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [child, parent] of rows) if (parent === p) { out.push(child); walk(child); }
+  };
+  walk(pid);
+  return out;
+}
+
 describe('barkeep recover (PostgreSQL 15)', () => {
   let cluster: PgCluster;
   let plain: BarkeepServer;
@@ -211,10 +221,11 @@ describe('barkeep recover (PostgreSQL 15)', () => {
       // Slowed down so the drop lands in the middle of the copy.
       const running = plain.run([...args.slice(0, 1), '--bwlimit', '4000', ...args.slice(1)]);
       await waitFor('the copy to start', () => existsSync(join(dir, 'base')), 20_000);
-      spawnSync('pkill', ['-KILL', '-P', String(sshd!.pid)]);
+      // Every process serving the session (sshd's per-connection processes and tar), not the listener.
+      for (const pid of descendants(sshd!.pid)) spawnSync('kill', ['-KILL', String(pid)]);
       const r = await running;
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(/^ERROR: .*(connection|channel).*(lost|closed|failed|ended)/im);
+      expect(r.stderr, r.stderr).toMatch(/^ERROR: .*(connection|channel).*(lost|closed|failed|ended)/im);
       const again = await plain.run(args);
       expect(again.code, again.stdout + again.stderr).toBe(0);
       expect(again.stderr).toContain('removing the incomplete restore an earlier failed run left in');

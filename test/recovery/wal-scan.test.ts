@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, createReadStream, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CRC32C_INIT, crc32cFinal, crc32cUpdate } from '../../src/backup/verify/crc32c.ts';
 import { formatLsn, parseLsn, walFileName } from '../../src/postgres/lsn.ts';
 import { findStopPoint, type ScanSegment, type ScanTarget, type StopPoint } from '../../src/recovery/wal-scan.ts';
@@ -241,8 +241,11 @@ function segmentOf(name: string, buf: Buffer, opts: { chunks?: number[]; opened?
 }
 
 const T0 = 1_750_000_000_000_000n; // 2025-06-15T15:06:40Z
-const scan = (segments: Parameters<typeof findStopPoint>[0], target: ScanTarget, extra: { startLsn?: string; pgVersion?: number; signal?: AbortSignal; segmentSize?: number } = {}) =>
-  findStopPoint(segments, target, { segmentSize: SEG, ...extra });
+const scan = (
+  segments: Parameters<typeof findStopPoint>[0],
+  target: ScanTarget,
+  extra: { startLsn?: string; pgVersion?: number; signal?: AbortSignal; segmentSize?: number } = {},
+) => findStopPoint(segments, target, { segmentSize: SEG, ...extra });
 
 describe('findStopPoint on built WAL', () => {
   it('stops at the commit or abort of an xid, after a time (inclusive or not) and at a restore point', async () => {
@@ -605,7 +608,6 @@ interface Ended {
 }
 
 interface RealWal {
-  versionNum: number;
   dir: string;
   names: string[];
   /** Insert position before the first event. */
@@ -713,7 +715,6 @@ async function writeRealWal(major: PgMajor): Promise<RealWal> {
       .sort();
     for (const n of names) copyFileSync(join(walDir, n), join(dir, n));
     return {
-      versionNum: cluster.versionNum,
       dir,
       names,
       start,
@@ -741,7 +742,6 @@ function fileSegments(wal: RealWal, opts: { opened?: string[]; replace?: Map<str
       name,
       open: async () => {
         opts.opened?.push(name);
-        const { createReadStream } = await import('node:fs');
         return createReadStream(join(wal.dir, name));
       },
     };
@@ -767,7 +767,10 @@ async function waldumpEnds(wal: RealWal, binDir: string): Promise<DumpedEnd[]> {
     );
   });
   const ends: DumpedEnd[] = [];
-  const re = /tx:\s+(\d+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev [^,]+, desc: (COMMIT|ABORT|COMMIT_PREPARED|ABORT_PREPARED) (?:(\d+): )?(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6}) UTC/;
+  const re = new RegExp(
+    String.raw`tx:\s+(\d+), lsn: ([0-9A-F]+/[0-9A-F]+), prev [^,]+, desc: (COMMIT|ABORT|COMMIT_PREPARED|ABORT_PREPARED) ` +
+      String.raw`(?:(\d+): )?(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{6}) UTC`,
+  );
   for (const line of out.split('\n')) {
     const m = re.exec(line);
     if (!m) continue;
@@ -795,11 +798,17 @@ describe.each(REAL_MAJORS)('findStopPoint on WAL written by PostgreSQL %i', (maj
   });
 
   it('xid targets: a commit, an abort, a COMMIT PREPARED', async () => {
-    expect(await scanReal({ kind: 'xid', xid: wal.tx2.xid })).toMatchObject({ kind: 'commit', xid: wal.tx2.xid, micros: wal.tx2.micros, segment: wal.tx2.segment });
+    const { tx2, prepared4 } = wal;
+    expect(await scanReal({ kind: 'xid', xid: tx2.xid })).toMatchObject({ kind: 'commit', xid: tx2.xid, micros: tx2.micros, segment: tx2.segment });
     const abort = await scanReal({ kind: 'xid', xid: wal.abort3.xid });
     expect(abort).toMatchObject({ kind: 'abort', xid: wal.abort3.xid, segment: wal.abort3.segment });
     expect(abort!.micros! >= wal.abort3.notBefore && abort!.micros! <= wal.abort3.notAfter).toBe(true);
-    expect(await scanReal({ kind: 'xid', xid: wal.prepared4.xid })).toMatchObject({ kind: 'commit', xid: wal.prepared4.xid, micros: wal.prepared4.micros, segment: wal.prepared4.segment });
+    expect(await scanReal({ kind: 'xid', xid: prepared4.xid })).toMatchObject({
+      kind: 'commit',
+      xid: prepared4.xid,
+      micros: prepared4.micros,
+      segment: prepared4.segment,
+    });
     expect(await scanReal({ kind: 'xid', xid: wal.last.xid + 1000 })).toBeNull();
   });
 
@@ -837,12 +846,10 @@ describe.each(REAL_MAJORS)('findStopPoint on WAL written by PostgreSQL %i', (maj
     });
     expect(remLens.some((len) => len > REAL_SEG)).toBe(true);
 
-    const began = performance.now();
     const r = await scanReal({ kind: 'xid', xid: wal.last.xid }, { startLsn: wal.busyFrom });
-    const ms = performance.now() - began;
     expect(r).toMatchObject({ kind: 'commit', xid: wal.last.xid, micros: wal.last.micros, segment: wal.last.segment });
-    const bytes = Number(parseLsn(r!.lsn) - (parseLsn(wal.busyFrom) / BigInt(REAL_SEG)) * BigInt(REAL_SEG));
-    console.info(`PostgreSQL ${wal.versionNum}: scanned ${(bytes / 1e6).toFixed(1)} MB of WAL in ${ms.toFixed(0)} ms, ${(bytes / 1e3 / ms).toFixed(0)} MB/s`);
+    const busyFirst = walFileName(1, parseLsn(wal.busyFrom) / BigInt(REAL_SEG), REAL_SEG);
+    expect(wal.names.indexOf(wal.last.segment) - wal.names.indexOf(busyFirst)).toBeGreaterThanOrEqual(3);
   });
 
   it('a gap, a truncated or a damaged segment: null, not an error', async () => {
@@ -884,5 +891,3 @@ describe.each(REAL_MAJORS)('findStopPoint on WAL written by PostgreSQL %i', (maj
     }
   });
 });
-
-

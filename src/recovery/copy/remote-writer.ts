@@ -22,6 +22,7 @@ interface PackEntry {
   write(chunk: Buffer): boolean;
   end(): void;
   once(event: string, fn: (...args: unknown[]) => void): void;
+  on(event: string, fn: (...args: unknown[]) => void): void;
 }
 type PackHeader = Partial<tarStream.Header> & { name: string };
 interface Pack extends AsyncIterable<Buffer> {
@@ -29,6 +30,7 @@ interface Pack extends AsyncIterable<Buffer> {
   entry(header: PackHeader, buffer: Buffer, callback?: (err?: Error | null) => void): PackEntry;
   finalize(): void;
   destroy(err?: Error): void;
+  on(event: string, fn: (...args: unknown[]) => void): void;
 }
 
 interface Lane {
@@ -92,6 +94,9 @@ export class RemoteWriter implements RestoreWriter {
     finished = new Promise<void>((resolve, reject) => {
       finishedResolve = (err) => (err ? reject(err) : resolve());
     });
+    finished.catch(() => undefined);
+    // A lane torn down mid-entry (abort) errors the entry: that must not go unheard.
+    sink.on('error', (err) => finishedResolve(err as Error));
     let bytes = 0;
     for await (const chunk of bodyChunks(body, (p) => createReadStream(p, { highWaterMark: 1 << 20 }))) {
       if (bytes + chunk.length > entry.size) throw new Error(`${name} grew while it was being restored (more than the ${entry.size} bytes expected)`);
@@ -132,6 +137,7 @@ export class RemoteWriter implements RestoreWriter {
 async function openLane(session: SshSession): Promise<Lane> {
   const remote = await session.openWritable(REMOTE_TAR_COMMAND);
   const pack = tarStream.pack() as unknown as Pack;
+  pack.on('error', () => undefined); // reported through `failed`/`done`
   const failed = new Promise<never>((_, reject) => {
     remote.done.then(
       (r) => reject(new SshError(`remote '${REMOTE_TAR_COMMAND}' ended early (${r.code === null ? `signal ${r.signal}` : `exit status ${r.code}`}): ${r.stderr.trim() || 'no message'}`)),
