@@ -91,6 +91,15 @@ barkeep('backup', '--wait', '--immediate-checkpoint', 'pg');
 barkeep('list-backup', 'pg');
 barkeep('show-backup', 'pg', 'latest');
 
+say('Point-in-time recovery of the backup into a new directory (a target between two batches of rows)');
+await cluster.superuserQuery("INSERT INTO demo SELECT g, 'before the target' FROM generate_series(200001, 201000) g");
+await new Promise((r) => setTimeout(r, 1100));
+const [{ now }] = (await cluster.superuserQuery<{ now: string }>("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00:00' AS now")) as [{ now: string }];
+await new Promise((r) => setTimeout(r, 1100));
+await cluster.superuserQuery("INSERT INTO demo SELECT g, 'after the target' FROM generate_series(201001, 202000) g");
+barkeep('switch-wal', '--force', '--archive', 'pg');
+barkeep('recover', `--target-time=${now}`, '--target-action', 'promote', 'pg', 'latest', join(runRoot(), 'recovered', 'pgdata'));
+
 say('Checks against the live server');
 const checkCode = barkeep('check', 'pg');
 barkeep('check', '--nagios', 'pg');
