@@ -4,6 +4,7 @@
 // through the same lanes. Files are hashed as they stream; `sync -f` on the
 // destination file systems makes them durable before finish() returns.
 //
+// Directories are made with one `mkdir` each before their contents go out.
 // The remote command: tar -x -P -p --no-same-owner -f -  (GNU tar; -P keeps
 // the absolute names, -p the modes PostgreSQL insists on, --no-same-owner
 // leaves every file to the login user even when it is root).
@@ -71,7 +72,11 @@ export class RemoteWriter implements RestoreWriter {
     const name = Buffer.from(entry.dest, 'latin1').toString('utf8');
     const header = { name, mode: entry.mode, mtime: entry.mtime };
     if (entry.type === 'directory') {
-      lane.pack.entry({ ...header, type: 'directory' });
+      // Made before anything is put in it: lanes are separate tar processes,
+      // and a file on another lane must never get there first.
+      const mode = (entry.mode & 0o7777).toString(8);
+      const r = await this.#session.run(`mkdir -p -- ${shellQuote(name)} && chmod ${mode} -- ${shellQuote(name)}`);
+      if (r.code !== 0) throw new SshError(`could not create directory ${name} on the remote host: ${r.stderr.trim() || `exit status ${r.code}`}`);
       return { bytes: 0, digest: Buffer.alloc(0) };
     }
     if (entry.type === 'symlink') {

@@ -52,6 +52,12 @@ export interface OpenSshSessionOptions {
   agentSocket?: string;
 }
 
+interface ExitRecord {
+  code: number | null;
+  signal: string | null;
+}
+const channelExits = new WeakMap<ClientChannel, ExitRecord>();
+
 const DEFAULT_READY_TIMEOUT_MS = 30_000;
 const DEFAULT_KEEPALIVE_MS = 15_000;
 const KEEPALIVE_COUNT_MAX = 3;
@@ -319,6 +325,15 @@ class Session implements SshSession {
             const hint = /open failed/i.test(err.message) ? ' (too many commands at once? sshd allows MaxSessions, 10 by default, per connection)' : '';
             return reject(new SshError(`cannot start '${shortCommand(command)}' on ${hostPort(this.target)}: ${err.message}${hint}`));
           }
+          // ssh2 parses every packet of a socket read in one go: a quick
+          // command's exit-status can arrive with the exec reply, before the
+          // caller's listeners exist. Record it here, from the first moment.
+          const record: ExitRecord = { code: null, signal: null };
+          channelExits.set(channel, record);
+          channel.on('exit', (c: number | null, sig?: string) => {
+            record.code = c ?? null;
+            record.signal = sig ?? null;
+          });
           resolve(channel);
         });
       } catch (err) {
@@ -349,13 +364,12 @@ class Session implements SshSession {
       this.#ops.add(op);
       channel.on('data', (d: Buffer) => stdout.push(d));
       channel.stderr.on('data', (d: Buffer) => stderr.add(d));
-      channel.on('exit', (c: number | null, s?: string) => {
-        code = c ?? null;
-        signal = s ?? null;
-      });
       // Writing input the command does not read fails once it has exited: its result tells.
       channel.on('error', () => {});
-      channel.on('close', () => finish(this.#ended ? this.#endError(command) : null));
+      channel.on('close', () => {
+        ({ code, signal } = channelExits.get(channel) ?? { code, signal });
+        finish(this.#ended ? this.#endError(command) : null);
+      });
       if (opts.input !== undefined) channel.end(opts.input);
       else channel.end();
       if (opts.timeoutMs !== undefined) {
@@ -435,6 +449,8 @@ class Session implements SshSession {
     channel.on('close', () => {
       if (this.#ended || settled) return;
       channelClosed = true;
+      const record = channelExits.get(channel);
+      if (record && (record.code !== null || record.signal !== null)) ({ code, signal } = record);
       // Only a write still waiting means input went unread; a command may well
       // exit once it has read everything, before our end of input (tar does).
       if (pending) failInput(endedEarly());
