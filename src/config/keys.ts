@@ -98,7 +98,7 @@ export const SERVER_KEYS = {
   parallel_jobs_start_batch_period: key('both', parseNonNegativeInt, { default: '1', support: 'never' }),
   bandwidth_limit: key('both', parseNonNegativeInt),
   tablespace_bandwidth_limit: key('both', parseString, { support: 'never' }),
-  network_compression: key('both', parseBoolean, { default: 'false', support: 'never' }),
+  network_compression: key('both', parseBoolean),
   basebackup_retry_times: key('both', parseNonNegativeInt, { default: '0' }),
   basebackup_retry_sleep: key('both', parseNonNegativeInt, { default: '30' }),
   keepalive_interval: key('both', parseNonNegativeInt, { default: '60', support: 'never' }),

@@ -35,7 +35,9 @@ export interface Destination {
   clear(paths: readonly string[]): Promise<void>;
   /** Removes the markers once everything else is durable. */
   complete(paths: readonly string[]): Promise<void>;
-  openWriter(opts: { jobs: number; throttle: Throttle | null; syncPaths: string[] }): Promise<RestoreWriter>;
+  openWriter(opts: { jobs: number; throttle: Throttle | null; syncPaths: string[]; compress: boolean }): Promise<RestoreWriter>;
+  /** Whether the host can unpack zstd (network compression). */
+  hasZstd(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -65,6 +67,9 @@ export function localDestination(): Destination {
     },
     async openWriter(opts) {
       return new LocalWriter({ jobs: opts.jobs, throttle: opts.throttle });
+    },
+    async hasZstd() {
+      return false;
     },
     async close() {},
   };
@@ -129,7 +134,7 @@ const INSPECT_SCRIPT = `for d in "$@"; do
   printf '%s\\t%s\\t%s\\n' "$s" "$pm" "$inc"
 done`;
 
-export function remoteDestination(session: SshSession): Destination {
+export function remoteDestination(session: SshSession, connect: () => Promise<SshSession>): Destination {
   return {
     kind: 'remote',
     async inspect(paths) {
@@ -161,7 +166,11 @@ export function remoteDestination(session: SshSession): Destination {
       if (r.code !== 0) throw new Error(`could not finish the restore on the remote host: ${r.stderr.trim() || `exit status ${r.code}`}`);
     },
     async openWriter(opts) {
-      return RemoteWriter.open(session, opts);
+      return RemoteWriter.open(session, connect, opts);
+    },
+    async hasZstd() {
+      const r = await session.run('command -v zstd >/dev/null 2>&1');
+      return r.code === 0;
     },
     async close() {
       await session.close();

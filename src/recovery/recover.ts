@@ -46,6 +46,8 @@ export interface RecoverOptions {
   recoveryConfFilename: string | null;
   stagingWalDirectory: string | null;
   recoveryOptionPort: number | null;
+  /** zstd over SSH: true/false as asked, null: when the remote host has zstd. */
+  networkCompression: boolean | null;
   /** -c given to this barkeep, repeated in a get-wal restore_command. */
   configFile: string | null;
 }
@@ -113,7 +115,7 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     const sshTarget = parseSshCommand(opts.remoteSshCommand);
     try {
       const session = await openSshSession(sshTarget);
-      destination = remoteDestination(session);
+      destination = remoteDestination(session, () => openSshSession(sshTarget));
       const probe = await session.run('true');
       if (probe.code !== 0) throw new Error(`'true' ended with status ${probe.code}: ${probe.stderr.trim()}`);
     } catch (err) {
@@ -162,7 +164,15 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     }
     await destination.prepare(roots);
     const throttle = opts.bwlimit !== null && opts.bwlimit > 0 ? new Throttle(opts.bwlimit) : null;
-    const writer = await destination.openWriter({ jobs: opts.jobs, throttle, syncPaths: roots });
+    let compress = false;
+    if (destination.kind === 'remote' && opts.networkCompression !== false) {
+      compress = await destination.hasZstd();
+      if (!compress && opts.networkCompression === true) {
+        throw new RecoveryError(`network compression needs zstd on the remote host (${opts.remoteSshCommand}): install it (Debian: apt-get install zstd) or use --no-network-compression`);
+      }
+    }
+    io.logger.info({ server: server.name, networkCompression: compress }, 'recover copy');
+    const writer = await destination.openWriter({ jobs: opts.jobs, throttle, syncPaths: roots, compress });
 
     const walBytes = plan.segments.length * plan.segmentSize;
     const total = (manifest ? [...manifest.files.values()].reduce((n, f) => n + f.size, 0) : (info.size ?? 0)) + walBytes;
@@ -209,7 +219,9 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
       extra.push({ dest: latin1(posix.join(dest, 'pg_tblspc', String(oid))), type: 'symlink', mode: 0o777, mtime: now, size: 0, linkTarget: latin1(location), algorithm: 'NONE' });
     }
     const walDir = posix.join(dest, 'pg_wal');
-    extra.push(dir(walDir), dir(posix.join(walDir, 'archive_status')));
+    const walTarget = walIntoPgWal ? walDir : stagingAbs!;
+    // WAL files go out on every lane: their directories must exist first.
+    await writer.createDirectories([dir(walDir), dir(posix.join(walDir, 'archive_status')), ...(walIntoPgWal ? [] : [dir(walTarget)])]);
     if (copied.configMissing.includes(recoveryConfFile) && settingLines.length > 0) {
       extra.push(file(posix.join(dest, recoveryConfFile), Buffer.from(appendSettings('', settingLines), 'latin1')));
     }
@@ -219,8 +231,6 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     for (const e of extra) await writer.write(0, e);
 
     io.print(RECOVERY_PROGRESS.copyWal);
-    const walTarget = walIntoPgWal ? walDir : stagingAbs!;
-    if (!walIntoPgWal) await writer.write(0, dir(walTarget));
     const walOpener = archivedWalOpener(server.paths, server.settings.path_prefix ?? null);
     await copyWal(writer, plan, walOpener, walTarget, walIntoPgWal, onBytes, now);
 

@@ -64,8 +64,8 @@ export function register(host: CommandHost): void {
     .option('--no-get-wal', 'copy the WAL with the backup even when recovery_options has get-wal')
     .option('--delta-restore', 'not supported: restore into an empty directory')
     .option('--no-delta-restore', 'restore into an empty directory (the default)')
-    .option('--network-compression', 'accepted for Barman compatibility (SSH transfers are not rsync)')
-    .option('--no-network-compression', 'accepted for Barman compatibility')
+    .option('--network-compression', 'compress the SSH transfer with zstd (needs zstd on the remote host; by default used when it is there)')
+    .option('--no-network-compression', 'send the SSH transfer uncompressed')
     .option('--bwlimit <kbps>', 'bandwidth limit in KiB/s, 0 for none')
     .option('-j, --jobs <n>', 'parallel copy channels (default: parallel_jobs)')
     .addOption(new Option('--jobs-start-batch-period <seconds>').hideHelp())
@@ -129,6 +129,7 @@ export async function runRecover(ctx: CliContext, serverName: string, backupQuer
       stagingWalDirectory: opts.stagingWalDirectory ?? null,
       recoveryOptionPort: whole(opts.recoveryOptionPort, '--recovery-option-port', 1),
       configFile: ctx.opts.config ?? null,
+      networkCompression: opts.networkCompression ?? server.settings.network_compression ?? null,
     };
     const json = ctx.opts.format === 'json';
     const summary = await recover(recoverOpts, {

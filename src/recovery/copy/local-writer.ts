@@ -23,6 +23,10 @@ export class LocalWriter implements RestoreWriter {
     this.#throttle = opts.throttle;
   }
 
+  async createDirectories(entries: readonly RestoreEntry[]): Promise<void> {
+    for (const e of entries) await this.write(0, e);
+  }
+
   async write(_lane: number, entry: RestoreEntry): Promise<WriteResult> {
     const path = fsPath(entry.dest);
     const parent = dirname(entry.dest);

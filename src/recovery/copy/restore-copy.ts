@@ -87,9 +87,19 @@ export async function restoreCopy(opts: RestoreCopyOptions): Promise<RestoreCopy
     }
   };
 
+  const plain = opts.files.format === 'plain';
   try {
+    if (plain) {
+      // Files of a plain backup go out on every lane in any order: their directories first, all at once.
+      const dirs: RestoreEntry[] = [];
+      for await (const item of backupItems(opts.files, opts.pathPrefix)) {
+        if (item.type === 'directory' && include(item)) dirs.push({ ...entryOf(item, destinationOf(opts, item)), algorithm: 'NONE' });
+      }
+      await writer.createDirectories(dirs);
+    }
     for await (const item of backupItems(opts.files, opts.pathPrefix)) {
       if (failure) throw failure;
+      if (plain && item.type === 'directory') continue;
       const key = item.root === 0 ? item.rel : item.rel === '' ? `pg_tblspc/${item.root}` : `pg_tblspc/${item.root}/${item.rel}`;
       if (!include(item)) continue;
       const file = manifest?.files.get(key);
@@ -121,10 +131,17 @@ export async function restoreCopy(opts: RestoreCopyOptions): Promise<RestoreCopy
         await start(0, writer.write(0, entry).then(() => undefined));
         continue;
       }
+      if (item.body?.kind === 'chunks') {
+        // A tar backup is read in order anyway: its members stay on lane 0,
+        // after the directories that hold them, and each is read to its end
+        // before the archive moves on.
+        await waitLane(busy, 0);
+        if (failure) throw failure;
+        await start(0, writer.write(0, entry).then((r) => verify(file, r, key)));
+        continue;
+      }
       const lane = await freeLane();
-      const job = start(lane, writer.write(lane, entry).then((r) => verify(file, r, key)));
-      // A tar member must be read to its end before the archive can move on.
-      if (item.body?.kind === 'chunks') await job;
+      start(lane, writer.write(lane, entry).then((r) => verify(file, r, key)));
     }
     await Promise.all(busy);
     if (failure) throw failure;

@@ -25,6 +25,11 @@ export interface WriteResult {
 export interface RestoreWriter {
   /** How many entries can be written at once (-j). */
   readonly lanes: number;
+  /**
+   * Makes these directories (parents listed before children) before any
+   * file goes into them: lanes may write files in any order.
+   */
+  createDirectories(entries: readonly RestoreEntry[]): Promise<void>;
   /** Writes one entry on a lane that is not busy; resolves once its body is consumed and written. */
   write(lane: number, entry: RestoreEntry): Promise<WriteResult>;
   /** Everything written is durable once this resolves. */
