@@ -89,6 +89,8 @@ interface Row {
   jobs?: number;
   /** barkeep server section / pgBackRest config variant. */
   variant: 'plain' | 'zstd' | 'none' | 'lz4';
+  /** barkeep: --no-network-compression. */
+  noCompression?: boolean;
 }
 
 const ROWS: Row[] = [
@@ -98,6 +100,8 @@ const ROWS: Row[] = [
   { name: 'Barman local', tool: 'Barman', ssh: false, variant: 'plain' },
   { name: 'barkeep SSH -j 1', tool: 'barkeep', ssh: true, jobs: 1, variant: 'plain' },
   { name: 'barkeep SSH -j 2', tool: 'barkeep', ssh: true, jobs: 2, variant: 'plain' },
+  // barkeep compresses the SSH stream with zstd when the host has it (pgbench data squeezes ~30x): the same without.
+  { name: 'barkeep SSH -j 2 uncompressed', tool: 'barkeep', ssh: true, jobs: 2, variant: 'plain', noCompression: true },
   { name: 'Barman SSH', tool: 'Barman', ssh: true, variant: 'plain' },
   ...(COMPRESSED
     ? ([
@@ -535,7 +539,7 @@ async function main(): Promise<void> {
     if (row.tool === 'barkeep') {
       const server = row.variant;
       cmd = process.execPath;
-      args = [BARKEEP, '-c', bkConf, 'recover', ...(row.ssh ? ['--remote-ssh-command', sshCommand(rootClient)] : []), '-j', String(row.jobs), server, bkBackup[server]!.id, dest];
+      args = [BARKEEP, '-c', bkConf, 'recover', ...(row.ssh ? ['--remote-ssh-command', sshCommand(rootClient)] : []), ...(row.noCompression ? ['--no-network-compression'] : []), '-j', String(row.jobs), server, bkBackup[server]!.id, dest];
       env = bkEnv;
     } else if (row.tool === 'pgBackRest') {
       mkdirSync(dest, { mode: 0o700 });
@@ -612,6 +616,7 @@ async function main(): Promise<void> {
     const r2 = bm / of(bestSsh, 'wall');
     line(`Barman SSH wall / barkeep SSH best (${bestSsh.slice(-4)}) wall:`, `${x(r2)}  (target >= 1.50x: ${verdict(r2 >= 1.5)})`);
     line('  the same with the sync after each:', x(wallSync('Barman SSH') / wallSync(bestSsh)));
+    line('Barman SSH wall / barkeep SSH -j 2 uncompressed wall:', x(bm / of('barkeep SSH -j 2 uncompressed', 'wall')));
     line('Barman SSH cpu+sshd / barkeep SSH best cpu+sshd:', x((of('Barman SSH', 'cpu') + of('Barman SSH', 'remoteCpu')) / (of(bestSsh, 'cpu') + of(bestSsh, 'remoteCpu'))));
     if (COMPRESSED) line('barkeep zstd local -j 2 wall / pgBackRest lz4 wall:', x(of('barkeep zstd local -j 2', 'wall') / of('pgBackRest lz4 local', 'wall')));
     const rss = Math.max(...runs.filter((r) => r.row.startsWith('barkeep')).map((r) => r.rssMb));

@@ -24,7 +24,6 @@ import { RECOVERY_PROGRESS, RECOVERY_WARNINGS, recoveryHeaderLines, type Recover
 import { isPitr, recoverySettingLines, type RecoveryTargets, type RestoreCommandSpec } from './recovery-settings.ts';
 import { selectBackup } from './select-backup.ts';
 import { parseSshCommand } from './ssh/ssh-command.ts';
-import { openSshSession } from './ssh/ssh-session.ts';
 import { RecoveryInputError, type RecoveryTarget } from './targets.ts';
 import { planWal, type WalPlan } from './wal-plan.ts';
 
@@ -113,6 +112,8 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
   let destination: Destination;
   if (opts.remoteSshCommand !== null) {
     const sshTarget = parseSshCommand(opts.remoteSshCommand);
+    // Loaded only for a remote restore: the SSH library is the heaviest import.
+    const { openSshSession } = await import('./ssh/ssh-session.ts');
     try {
       const session = await openSshSession(sshTarget);
       destination = remoteDestination(session, () => openSshSession(sshTarget));

@@ -4,7 +4,7 @@ import { recover, RecoveryError, type RecoverOptions } from '../../recovery/reco
 import { formatRecoveryReport } from '../../recovery/recovery-report.ts';
 import { RestoreCopyError } from '../../recovery/copy/restore-copy.ts';
 import { SshCommandError } from '../../recovery/ssh/ssh-command.ts';
-import { SshError } from '../../recovery/ssh/ssh-session.ts';
+import { SshError } from '../../recovery/ssh/ssh-error.ts';
 import { parseRecoveryTarget, RecoveryInputError } from '../../recovery/targets.ts';
 import type { CommandHost } from '../command-host.ts';
 import { CliError, type CliContext } from '../context.ts';

@@ -16,7 +16,8 @@ import { constants as zlibConstants, createZstdCompress } from 'node:zlib';
 import tarStream from 'tar-stream';
 import { createChecksum } from '../../backup/verify/checksum.ts';
 import { shellQuote } from '../ssh/shell-quote.ts';
-import { SshError, type RemoteWritable, type SshSession } from '../ssh/ssh-session.ts';
+import { SshError } from '../ssh/ssh-error.ts';
+import type { RemoteWritable, SshSession } from '../ssh/ssh-session.ts';
 import type { Throttle } from './throttle.ts';
 import { bodyChunks, type RestoreEntry, type RestoreWriter, type WriteResult } from './restore-writer.ts';
 

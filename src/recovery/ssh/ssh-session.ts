@@ -12,7 +12,9 @@ import type { SshTarget } from './ssh-command.ts';
 const { Client, utils } = ssh2;
 type Client = InstanceType<typeof Client>;
 
-export class SshError extends Error {}
+import { SshError } from './ssh-error.ts';
+
+export { SshError };
 
 export interface RemoteResult {
   code: number | null;
