@@ -562,6 +562,7 @@ async function main(): Promise<void> {
     const remoteCpu = sampler?.stop() ?? 0;
     checkRestore(row.name, dest, ref);
     const sizeMb = duBytes(dest) / 1024 ** 2;
+    if (process.env.BENCH_KEEP_DEBUG) spawnSync('sh', ['-c', `cd ${dest} && find . -printf '%P %s\\n' | sort > /tmp/bench-${row.name.replace(/\W+/g, '_')}.list`]);
     rmSync(dest, { recursive: true, force: true });
     return { row: row.name, wall: tm.wall, cpu: tm.cpu, remoteCpu, rssMb: tm.rssMb, sync, sizeMb };
   };

@@ -6,9 +6,8 @@
 //
 // Directories of a plain backup are made up front with one command
 // (createDirectories); a tar backup's come in order on lane 0 with its files.
-// The remote command: tar -x -P -p --no-same-owner -f -  (GNU tar; -P keeps
-// the absolute names, -p the modes PostgreSQL insists on, --no-same-owner
-// leaves every file to the login user even when it is root).
+// The remote command: GNU tar; -p keeps the modes PostgreSQL insists on,
+// --no-same-owner leaves every file to the login user even when it is root.
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
@@ -22,8 +21,11 @@ import type { Throttle } from './throttle.ts';
 import { bodyChunks, type RestoreEntry, type RestoreWriter, type WriteResult } from './restore-writer.ts';
 
 // 1 MiB records (-b 2048, -B for a pipe): GNU tar's 10 KiB default costs it
-// twice the system time.
-export const REMOTE_TAR_COMMAND = 'tar -x -P -p --no-same-owner -b 2048 -B -f -';
+// twice the system time. Member names are the absolute paths without their
+// leading '/', extracted from '/' (-C /): GNU tar drops the '/' of an absolute
+// name stored in the ustar prefix field (names over 100 bytes) even with -P,
+// which put those files under the login user's home directory.
+export const REMOTE_TAR_COMMAND = 'tar -x -C / -p --no-same-owner -b 2048 -B -f -';
 /** With network compression, each lane's stream is zstd (fast level) and the remote unpacks it first. */
 export const REMOTE_ZSTD_TAR_COMMAND = `zstd -q -d -c | ${REMOTE_TAR_COMMAND}`;
 
@@ -117,7 +119,8 @@ export class RemoteWriter implements RestoreWriter {
 
   async #write(lane: Lane, entry: RestoreEntry): Promise<WriteResult> {
     const name = Buffer.from(entry.dest, 'latin1').toString('utf8');
-    const header = { name, mode: entry.mode, mtime: entry.mtime };
+    if (!name.startsWith('/')) throw new Error(`restore paths must be absolute: ${name}`);
+    const header = { name: name.slice(1), mode: entry.mode, mtime: entry.mtime };
     if (entry.type === 'directory') {
       lane.pack.entry({ ...header, type: 'directory' });
       return { bytes: 0, digest: Buffer.alloc(0) };

@@ -4,7 +4,7 @@
 // configuration files are handed to the caller to be made safe; every file
 // in backup_manifest is checked for size and checksum as it passes, and a
 // file missing from the backup fails the restore.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { BackupManifest, ManifestFile } from '../../backup/manifest.ts';
 import type { BackupFiles } from '../../backup/verify/locate.ts';
@@ -145,6 +145,11 @@ export async function restoreCopy(opts: RestoreCopyOptions): Promise<RestoreCopy
     }
     await Promise.all(busy);
     if (failure) throw failure;
+    if (!plain && manifest) {
+      // A tar backup keeps its manifest beside the archives: restored like a plain one's.
+      const st = await stat(opts.files.manifestPath);
+      await writer.write(0, { dest: join(opts.dataDest, `backup_manifest.${opts.backupId}`), type: 'file', mode: 0o600, mtime: st.mtime, size: st.size, body: { kind: 'path', path: Buffer.from(opts.files.manifestPath) }, algorithm: 'NONE' });
+    }
   } catch (err) {
     await writer.abort(err as Error);
     throw err;
