@@ -67,7 +67,7 @@ export function register(host: CommandHost): void {
     .option('--network-compression', 'compress the SSH transfer with zstd (needs zstd on the remote host; by default used when it is there)')
     .option('--no-network-compression', 'send the SSH transfer uncompressed')
     .option('--bwlimit <kbps>', 'bandwidth limit in KiB/s, 0 for none')
-    .option('-j, --jobs <n>', 'parallel copy channels (default: parallel_jobs)')
+    .option('-j, --jobs <n>', 'parallel copy lanes (default: parallel_jobs when set, else 2)')
     .addOption(new Option('--jobs-start-batch-period <seconds>').hideHelp())
     .addOption(new Option('--jobs-start-batch-size <n>').hideHelp())
     .addOption(new Option('--retry-times <n>').hideHelp())
@@ -105,7 +105,10 @@ export async function runRecover(ctx: CliContext, serverName: string, backupQuer
     if (i <= 0 || i === rule.length - 1) throw new CliError(`Invalid tablespace relocation rule '${rule}': use NAME:LOCATION`);
     tablespaces.set(rule.slice(0, i), rule.slice(i + 1));
   }
-  const jobs = whole(opts.jobs, '--jobs', 1) ?? Math.max(1, server.settings.parallel_jobs ?? 1);
+  // Barman's parallel_jobs (1 by default) counts rsync processes; barkeep's lanes
+  // are cheap, so without the setting it uses two (more rarely helps: the disk
+  // or the network is the limit by then).
+  const jobs = whole(opts.jobs, '--jobs', 1) ?? Math.max(1, server.sources.parallel_jobs !== undefined && server.sources.parallel_jobs !== 'default' ? (server.settings.parallel_jobs ?? 1) : 2);
   const bwlimit = whole(opts.bwlimit, '--bwlimit') ?? (server.settings.bandwidth_limit ?? null);
   const recoveryOptions = (server.settings.recovery_options ?? []) as readonly string[];
   const getWal = opts.getWal ?? recoveryOptions.includes('get-wal');
