@@ -66,7 +66,7 @@ export function localDestination(): Destination {
       for (const p of paths) await unlinkDurable(join(p, INCOMPLETE_MARKER));
     },
     async openWriter(opts) {
-      return new LocalWriter({ jobs: opts.jobs, throttle: opts.throttle });
+      return new LocalWriter({ jobs: opts.jobs, throttle: opts.throttle, syncPaths: opts.syncPaths });
     },
     async hasZstd() {
       return false;

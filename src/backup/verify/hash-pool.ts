@@ -38,7 +38,7 @@ export class HashPool {
     }
   }
 
-  /** Copies `path` to a new file `to` (fsynced), hashing the bytes on the way. */
+  /** Copies `path` to a new file `to`, hashing the bytes on the way; durability is the caller's. */
   copyFile(path: Buffer, to: Buffer, mode: number, algorithm: ChecksumAlgorithm): Promise<HashResult> {
     return this.hashFile(path, algorithm, 0, { copyTo: to, mode });
   }

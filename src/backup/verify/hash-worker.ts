@@ -1,9 +1,9 @@
 // Worker side of hash-pool.ts: reads one file at a time and hashes it, so the
 // checksums of a plain backup use every core instead of the main thread's one.
-// With copyTo, the bytes are also written there and fsynced (a local restore
-// copies and verifies in one read). Blocking I/O is fine: this thread does
+// With copyTo, the bytes are also written there (a local restore copies and
+// verifies in one read; it makes the copies durable itself, all at once). Blocking I/O is fine: this thread does
 // nothing else.
-import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { createChecksum, type ChecksumAlgorithm } from './checksum.ts';
 
@@ -13,7 +13,7 @@ export interface HashRequest {
   algorithm: ChecksumAlgorithm;
   /** How many leading bytes to send back (pg_control's system identifier). */
   headBytes: number;
-  /** Also write the bytes to this new file, fsynced before the answer. */
+  /** Also write the bytes to this new file (not fsynced: the caller syncs the filesystem). */
   copyTo?: Uint8Array;
   mode?: number;
 }
@@ -41,7 +41,6 @@ parentPort?.on('message', (req: HashRequest) => {
       bytes += n;
     }
     if (out !== null) {
-      fsyncSync(out);
       closeSync(out);
       out = null;
     }
