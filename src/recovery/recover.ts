@@ -117,6 +117,10 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     try {
       const session = await openSshSession(sshTarget);
       destination = remoteDestination(session, () => openSshSession(sshTarget));
+      if (session.hostKey && session.hostKey.how !== 'known') {
+        // OpenSSH would add the key to known_hosts and say so; barkeep leaves the file alone.
+        io.warning(`the host key of ${sshTarget.host} (${session.hostKey.type} ${session.hostKey.fingerprint}) is not in known_hosts and was not verified (StrictHostKeyChecking=${sshTarget.strictHostKeyChecking})`);
+      }
       const probe = await session.run('true');
       if (probe.code !== 0) throw new Error(`'true' ended with status ${probe.code}: ${probe.stderr.trim()}`);
     } catch (err) {
