@@ -2,6 +2,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { register as registerBackupCatalog } from './commands/catalog.ts';
 import { register as registerRecover } from './commands/recover.ts';
 import { register as registerCron } from './commands/cron.ts';
+import { register as registerDaemon } from './commands/daemon.ts';
 import { register as registerBackup } from './commands/backup.ts';
 import { runCheck } from './commands/check.ts';
 import { register as registerReceiveWal } from './commands/receive-wal.ts';
@@ -17,7 +18,7 @@ import type { CommandHost } from './command-host.ts';
 import { VERSION } from './version.ts';
 
 // Command groups in their own modules register themselves here.
-const GROUPS: ((host: CommandHost) => void)[] = [registerBackup, registerRecover, registerCron, registerReceiveWal, registerSwitchWal, registerReplicationStatus, registerWalArchive, registerVerifyBackup, registerBackupCatalog];
+const GROUPS: ((host: CommandHost) => void)[] = [registerBackup, registerRecover, registerCron, registerDaemon, registerReceiveWal, registerSwitchWal, registerReplicationStatus, registerWalArchive, registerVerifyBackup, registerBackupCatalog];
 
 // The command line: Barman's global options and command names (with its
 // aliases), parsed by commander.

@@ -1,0 +1,122 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { barkeepServer, switchWal, waitFor, type BarkeepServer } from '../support/barkeep-server.ts';
+import { BARKEEP_BIN } from '../support/cli.ts';
+import { freePort } from '../support/free-port.ts';
+import { startCluster, type PgCluster } from '../support/pg-cluster.ts';
+
+// `barkeep daemon` as a user runs it: one process streaming WAL over a slot it
+// creates, a backup from backup_schedule, the minute maintenance pass (here
+// every 2 s), /health and /metrics, SIGHUP reloads, and a clean SIGTERM.
+
+interface Daemon {
+  child: ChildProcess;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+function startDaemon(server: BarkeepServer): Daemon {
+  const child = spawn(process.execPath, [BARKEEP_BIN, '-c', server.conf, 'daemon'], {
+    env: { ...server.env, BARKEEP_MAINTENANCE_EVERY_MS: '2000' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+const step = (what: string) => process.stderr.write(`[daemon test ${new Date().toISOString()}] ${what}\n`);
+
+async function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: r.status, body: await r.text() };
+}
+
+describe('barkeep daemon (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let server: BarkeepServer;
+  let daemon: Daemon | undefined;
+  let port = 0;
+
+  beforeAll(async () => {
+    cluster = await startCluster({ major: 15 });
+    // A backup every 15 seconds: the first one is what the test waits for.
+    server = barkeepServer(cluster, { immediate_checkpoint: 'true', backup_schedule: '*/15 * * * * *', slot_name: 'daemon' });
+    port = await freePort();
+    writeFileSync(server.conf, readFileSync(server.conf, 'utf8').replace('[barman]\n', `[barman]\nhttp_listen = 127.0.0.1:${port}\n`));
+  });
+
+  afterAll(async () => {
+    if (daemon && daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    await cluster?.destroy();
+  });
+
+  it('streams, backs up on schedule, reports health, reloads on SIGHUP and stops on SIGTERM', { timeout: 240_000 }, async () => {
+    daemon = startDaemon(server);
+    const d = daemon;
+    await waitFor('the daemon to start', () => d.output().includes('barkeep daemon running'), 20_000);
+    expect(d.output()).toContain(`http://127.0.0.1:${port}/metrics`);
+
+    step('// A second daemon on the same barman_ho');
+    // A second daemon on the same barman_home refuses to start.
+    const second = startDaemon(server);
+    expect(await second.exited).toBe(1);
+    expect(second.output()).toMatch(/ERROR: another barkeep daemon \(PID \d+\) is already running for /);
+
+    step('// The slot is created');
+    // The slot is created and WAL streams; the maintenance pass archives it.
+    await waitFor('streaming', async () => (await server.run(['check', 'pg'])).stdout.includes('receive-wal running: OK'), 30_000);
+    await switchWal(cluster);
+    // list-backup shows a status only when it is not DONE.
+    await waitFor('a scheduled backup DONE', async () => /^pg \d{8}T\d{6} - \w{3} .* - Size: [^\n]*B\n$/m.test((await server.run(['list-backup', 'pg'])).stdout), 60_000);
+    step("await waitFor('healthy', async");
+    await waitFor('healthy', async () => (await get(port, '/health')).status === 200, 60_000);
+    const metrics = await get(port, '/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toMatch(/barkeep_backups\{[^}]*server="pg"[^}]*status="DONE"[^}]*\} [1-9]/);
+
+    step('// PostgreSQL down');
+    // PostgreSQL down: /health says which checks fail; back up: healthy again.
+    await cluster.stop('fast');
+    await waitFor('unhealthy', async () => (await get(port, '/health')).status === 503, 30_000);
+    expect((await get(port, '/health')).body).toContain('PostgreSQL');
+    await cluster.start();
+    await waitFor('healthy again', async () => (await get(port, '/health')).status === 200, 90_000);
+
+    step('// SIGHUP with an invalid file');
+    // SIGHUP with an invalid file: the running configuration stays.
+    const good = readFileSync(server.conf, 'utf8');
+    writeFileSync(server.conf, `${good}\n[broken\n`);
+    d.child.kill('SIGHUP');
+    await waitFor('the reload to be refused', () => readFileSync(logFile(server), 'utf8').includes('the new configuration is not used'), 10_000);
+    expect((await get(port, '/health')).status).toBe(200);
+
+    step('// SIGHUP adding a server');
+    // SIGHUP adding a server: it starts streaming, the first one is left alone.
+    writeFileSync(server.conf, `${good}\n[pg2]\n${serverSection(good).replace('slot_name = daemon', 'slot_name = daemon2').replace(/backup_schedule = .*\n/, '')}`);
+    d.child.kill('SIGHUP');
+    await waitFor('pg2 streaming', async () => (await server.run(['check', 'pg2'])).stdout.includes('receive-wal running: OK'), 30_000);
+    expect(readFileSync(logFile(server), 'utf8')).toMatch(/"added":\["pg2"\][^\n]*"kept":\["pg"\]/);
+
+    step('// SIGTERM: a clean stop');
+    // SIGTERM: a clean stop, well within 10 s.
+    const t0 = Date.now();
+    d.child.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(d.output()).toContain('barkeep daemon stopped');
+    expect((await server.run(['check', 'pg'])).stdout).toContain('receive-wal running: FAILED');
+  });
+});
+
+function logFile(server: BarkeepServer): string {
+  return /log_file = (.*)\n/.exec(readFileSync(server.conf, 'utf8'))![1]!;
+}
+
+/** The [pg] section's lines of a configuration written by barkeepServer. */
+function serverSection(conf: string): string {
+  return conf.slice(conf.indexOf('[pg]\n') + '[pg]\n'.length).split('\n[')[0]!;
+}
