@@ -193,6 +193,8 @@ export const SERVER_KEYS = {
   backup_schedule: key('both', parseCron),
   /** Verify every backup against its manifest (and its WAL) when it becomes DONE. */
   verify_backup: key('both', parseBoolean, { default: 'on' }),
+  /** The daemon takes a base backup as soon as WAL streams on a timeline newer than the latest backup's (after a restore or failover). */
+  backup_after_timeline_change: key('both', parseBoolean, { default: 'on' }),
 } as const;
 
 export const GLOBAL_KEYS = {

@@ -6,6 +6,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import cron, { type ScheduledTask } from 'node-cron';
+import { STATUS_COPY_DONE } from '../catalog/backup-info.ts';
+import { listBackups } from '../catalog/catalog.ts';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
 import type { ServerConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
@@ -113,9 +115,10 @@ export class ServerTasks {
           server: this.server,
           logger: this.#log,
           signal: this.#abort.signal,
-          onStreaming: () => {
+          onStreaming: (timeline) => {
             st.phase = 'streaming';
             st.lastError = null;
+            void this.#afterTimelineChange(timeline);
           },
           onSegment: (name) => {
             st.lastSegment = name;
@@ -160,7 +163,25 @@ export class ServerTasks {
     m.lastRunAt = Date.now();
   }
 
-  async #scheduledBackup(): Promise<void> {
+  /**
+   * After a restore or a failover the server streams on a new timeline, and
+   * the old backups cannot reach it: backups would silently stop covering
+   * the database. A fresh one is taken as soon as streaming works again.
+   */
+  async #afterTimelineChange(timeline: number): Promise<void> {
+    if (this.server.settings.backup_after_timeline_change === false || this.#abort.signal.aborted) return;
+    try {
+      const { backups } = await listBackups(this.server.paths);
+      const latest = backups.filter((b) => STATUS_COPY_DONE.includes(b.info.status) && b.info.timeline !== null).at(-1);
+      if (!latest || latest.info.timeline! >= timeline) return;
+      this.#log.warn({ timeline, latestBackup: latest.backupId, latestTimeline: latest.info.timeline }, 'WAL streams on a new timeline: taking a fresh base backup');
+      await this.#scheduledBackup(`timeline ${timeline} is newer than backup ${latest.backupId}'s (${latest.info.timeline})`);
+    } catch (err) {
+      this.#log.error({ err }, 'could not check for a timeline change');
+    }
+  }
+
+  async #scheduledBackup(reason = 'backup_schedule'): Promise<void> {
     const sch = this.#state.schedule;
     const owner = await readLockOwner(serverLockPath(this.server.paths.lockDirectory, this.server.name, 'backup')).catch(() => null);
     if (owner?.live || this.#backupChild) {
@@ -172,7 +193,7 @@ export class ServerTasks {
     sch.lastStartedAt = Date.now();
     sch.running = true;
     const args = [BIN, ...(this.#opts.configFile ? ['-c', this.#opts.configFile] : []), 'backup', this.server.name];
-    this.#log.info({ command: `barkeep ${args.slice(1).join(' ')}` }, 'scheduled backup starting');
+    this.#log.info({ command: `barkeep ${args.slice(1).join(' ')}`, reason }, 'scheduled backup starting');
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#backupChild = child;
     let output = '';

@@ -1,10 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { barkeepServer, switchWal, waitFor, type BarkeepServer } from '../support/barkeep-server.ts';
 import { BARKEEP_BIN } from '../support/cli.ts';
 import { freePort } from '../support/free-port.ts';
 import { startCluster, type PgCluster } from '../support/pg-cluster.ts';
+import { makeTempDir } from '../support/tmp.ts';
+import { giveToPostgres, startRestored, type RestoredServer } from '../recovery/restored-server.ts';
 
 // `barkeep daemon` as a user runs it: one process streaming WAL over a slot it
 // creates, a backup from backup_schedule, the minute maintenance pass (here
@@ -109,6 +112,50 @@ describe('barkeep daemon (PostgreSQL 15)', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
     expect(d.output()).toContain('barkeep daemon stopped');
     expect((await server.run(['check', 'pg'])).stdout).toContain('receive-wal running: FAILED');
+  });
+});
+
+describe('barkeep daemon after a restore and promotion (PostgreSQL 15)', () => {
+  let cluster: PgCluster;
+  let restored: RestoredServer | undefined;
+  let daemon: Daemon | undefined;
+
+  beforeAll(async () => {
+    cluster = await startCluster({ major: 15 });
+  });
+  afterAll(async () => {
+    if (daemon && daemon.child.exitCode === null) daemon.child.kill('SIGKILL');
+    restored?.stop();
+    await cluster?.destroy();
+  });
+
+  it('follows the new timeline and takes a fresh backup without any manual step', { timeout: 240_000 }, async () => {
+    const server = barkeepServer(cluster, { immediate_checkpoint: 'true', slot_name: 'tl' });
+    writeFileSync(server.conf, readFileSync(server.conf, 'utf8').replace('[barman]\n', '[barman]\nhttp_listen =\n'));
+    const receiver = server.startReceiver();
+    await waitFor('streaming', () => receiver.output().includes('starting log streaming'));
+    const b = await server.run(['backup', '--wait', 'pg']);
+    expect(b.code, b.stdout + b.stderr).toBe(0);
+    await receiver.stop();
+
+    // The database is restored from that backup and promoted (timeline 2); it becomes the server.
+    const dir = join(makeTempDir('daemon-restore'), 'pgdata');
+    const r = await server.run(['recover', '--target-immediate', '--target-action', 'promote', 'pg', 'latest', dir]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    giveToPostgres(dir);
+    restored = await startRestored(dir, cluster.binDir, { tcp: true });
+    await restored.waitPromoted();
+    await cluster.stop('fast');
+    writeFileSync(server.conf, readFileSync(server.conf, 'utf8').replaceAll(`port=${cluster.port}`, `port=${restored.port}`));
+    writeFileSync(server.env.PGPASSFILE!, readFileSync(server.env.PGPASSFILE!, 'utf8').replace(`:${cluster.port}:`, `:${restored.port}:`));
+
+    daemon = startDaemon(server);
+    const d = daemon;
+    await waitFor('the daemon to start', () => d.output().includes('barkeep daemon running'), 20_000);
+    await waitFor('a backup on timeline 2', async () => (await server.run(['show-backup', 'pg', 'latest'])).stdout.includes('Timeline             : 2'), 120_000);
+    expect(readFileSync(logFile(server), 'utf8')).toContain('WAL streams on a new timeline: taking a fresh base backup');
+    d.child.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
   });
 });
 
