@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { ServerConfig } from '../config/load.ts';
+import { checkDaemonRunning, checkDiskSpace } from './daemon-checks.ts';
 import { formatIssue } from '../config/issues.ts';
 import { connectReplication, connectSql, closeQuietly, describePgError } from '../postgres/connect.ts';
 import { checkBackupPrivileges, gatherServerInfo, readReplicationSlot, type ServerInfo } from '../postgres/server-info.ts';
@@ -132,6 +133,8 @@ class CheckRun {
       this.push(await this.guard('WAL continuity', () => checkWalContinuity(this.server)));
     }
     this.push(await this.guard('archiver errors', () => archiverErrorsCheck(this.server)));
+    this.push(await this.guard('disk space', () => checkDiskSpace(this.server)));
+    this.push(await this.guard('daemon running', () => checkDaemonRunning(this.server, this.server.paths.lockDirectory)));
     this.push(await this.guard('empty incoming directory', () => emptyIncomingCheck(this.server)));
     this.push(await this.guard('empty streaming directory', () => emptyStreamingCheck(this.server)));
   }

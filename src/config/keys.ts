@@ -11,6 +11,7 @@ import {
   parseInteger,
   parseInterval,
   parseNonNegativeInt,
+  parsePercentOrSize,
   parseSize,
   parseSlotName,
   parseString,
@@ -195,6 +196,8 @@ export const SERVER_KEYS = {
   verify_backup: key('both', parseBoolean, { default: 'on' }),
   /** The daemon takes a base backup as soon as WAL streams on a timeline newer than the latest backup's (after a restore or failover). */
   backup_after_timeline_change: key('both', parseBoolean, { default: 'on' }),
+  /** `check` fails when the backup directory's filesystem has less free space than this (`10%%`, written so for ConfigParser, or `20 GiB`). */
+  disk_space_warning: key('both', parsePercentOrSize),
 } as const;
 
 export const GLOBAL_KEYS = {

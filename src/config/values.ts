@@ -65,6 +65,21 @@ export function parseSize(value: string): number {
   return Math.round(Number(m[1]) * factor);
 }
 
+/** `10%` of the filesystem, or a size such as `20 GiB`. */
+export function parsePercentOrSize(value: string): { percent: number | null; bytes: number | null } {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(value);
+  if (m) {
+    const percent = Number(m[1]);
+    if (percent > 100) throw new ConfigValueError(`'${value}' is more than 100%: use a percentage of the filesystem (e.g. '10%') or a size (e.g. '20 GiB')`);
+    return { percent, bytes: null };
+  }
+  try {
+    return { percent: null, bytes: parseSize(value) };
+  } catch {
+    throw new ConfigValueError(`'${value}' is neither a percentage (e.g. '10%') nor a size (e.g. '20 GiB')`);
+  }
+}
+
 export interface Interval {
   amount: number;
   unit: 'hours' | 'days' | 'weeks' | 'months';

@@ -4,8 +4,8 @@
 // http_listen, and reloads on SIGHUP: servers added, removed or changed are
 // started, stopped or restarted, the others keep running; an invalid new
 // configuration is logged and the running one stays.
-import { join } from 'node:path';
 import { tryAcquireLock, type LockHandle } from '../catalog/locks.ts';
+import { daemonLockPath } from '../checks/daemon-checks.ts';
 import { checkServer } from '../checks/server-checks.ts';
 import { allIssues, formatIssue, loadConfig, type Config, type ServerConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
@@ -53,7 +53,7 @@ export class Supervisor {
     // One daemon per barman_home: two would run two receivers on each slot.
     const lockDir = config.global.barman_lock_directory ?? config.global.barman_home ?? '/var/lib/barman';
     await ensureDir(lockDir);
-    const lock = await tryAcquireLock(join(lockDir, '.barkeep-daemon.lock'));
+    const lock = await tryAcquireLock(daemonLockPath(lockDir));
     if (lock.busy) throw new DaemonRefused(`another barkeep daemon (PID ${lock.pid}) is already running for ${config.global.barman_home}`);
     this.#lock = lock;
     try {

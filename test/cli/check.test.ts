@@ -33,6 +33,7 @@ const HEALTHY = [
   '\treplication connections available: OK',
   '\treceive-wal running: OK',
   '\tarchiver errors: OK',
+  '\tdisk space: OK (no disk_space_warning provided)',
   '',
 ].join('\n');
 
