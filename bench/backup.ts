@@ -26,6 +26,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { startCluster, type PgCluster } from '../test/support/pg-cluster.ts';
 import { chownToServer, REPO_ROOT, runRoot } from '../test/support/run-root.ts';
+import { writePgbackrestConf } from './pgbackrest-conf.ts';
 
 const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
 const SCALE = Number(process.env['BENCH_SCALE'] ?? 50);
@@ -153,33 +154,7 @@ async function main(): Promise<void> {
   );
 
   // pgBackRest: its own directory, owned by the postgres OS user it runs as.
-  const brDir = join(root, 'pgbackrest');
-  const brRepo = join(brDir, 'repo');
-  const brConf = join(brDir, 'pgbackrest.conf');
-  mkdirSync(brDir, { mode: 0o755 });
-  for (const d of ['log', 'lock']) mkdirSync(join(brDir, d));
-  writeFileSync(
-    brConf,
-    [
-      '[global]',
-      `repo1-path=${brRepo}`,
-      `log-path=${join(brDir, 'log')}`,
-      `lock-path=${join(brDir, 'lock')}`,
-      'log-level-console=warn',
-      'log-level-file=off',
-      'start-fast=y',
-      'archive-check=n',
-      'compress-type=lz4',
-      'process-max=2',
-      `[${STANZA}]`,
-      `pg1-path=${cluster.dataDir}`,
-      `pg1-port=${cluster.port}`,
-      `pg1-socket-path=${cluster.socketDir}`,
-      'pg1-user=postgres',
-      '',
-    ].join('\n'),
-  );
-  for (const p of [brDir, join(brDir, 'log'), join(brDir, 'lock'), brConf]) chownToServer(p);
+  const { conf: brConf, repo: brRepo } = writePgbackrestConf(join(root, 'pgbackrest'), cluster, STANZA, 'lz4');
   const asPostgres = (args: string[]): [string, string[]] => ['runuser', ['-u', 'postgres', '--', PGBACKREST, `--config=${brConf}`, `--stanza=${STANZA}`, ...args]];
   const freshRepo = () => {
     rmSync(brRepo, { recursive: true, force: true });

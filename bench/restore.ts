@@ -56,6 +56,7 @@ import { parseArgs } from 'node:util';
 import { startCluster, type PgCluster } from '../test/support/pg-cluster.ts';
 import { chownToServer, installExitCleanup, REPO_ROOT, runRoot } from '../test/support/run-root.ts';
 import { startSshd, type Sshd } from '../test/support/sshd.ts';
+import { writePgbackrestConf } from './pgbackrest-conf.ts';
 
 const { values: argv } = parseArgs({
   options: {
@@ -460,32 +461,7 @@ async function main(): Promise<void> {
   const brConfs: Record<string, string> = {};
   const brBackupDirs: Record<string, string> = {};
   for (const variant of brVariants) {
-    const dir = join(root, `pgbackrest-${variant}`);
-    mkdirSync(dir, { mode: 0o755 });
-    for (const d of ['log', 'lock', 'repo']) mkdirSync(join(dir, d), { mode: 0o750 });
-    const conf = join(dir, 'pgbackrest.conf');
-    writeFileSync(
-      conf,
-      [
-        '[global]',
-        `repo1-path=${join(dir, 'repo')}`,
-        `log-path=${join(dir, 'log')}`,
-        `lock-path=${join(dir, 'lock')}`,
-        'log-level-console=warn',
-        'log-level-file=off',
-        'start-fast=y',
-        'archive-check=n',
-        `compress-type=${variant}`,
-        'process-max=2',
-        `[${STANZA}]`,
-        `pg1-path=${cluster.dataDir}`,
-        `pg1-port=${cluster.port}`,
-        `pg1-socket-path=${cluster.socketDir}`,
-        'pg1-user=postgres',
-        '',
-      ].join('\n'),
-    );
-    for (const p of [dir, join(dir, 'log'), join(dir, 'lock'), join(dir, 'repo'), conf]) chownToServer(p);
+    const { dir, conf } = writePgbackrestConf(join(root, `pgbackrest-${variant}`), cluster, STANZA, variant);
     brConfs[variant] = conf;
     const br = (args: string[]) => run('runuser', ['-u', 'postgres', '--', PGBACKREST, `--config=${conf}`, `--stanza=${STANZA}`, ...args]);
     br(['stanza-create']);

@@ -6,6 +6,7 @@ import { tryAcquireLock, serverLockPath } from '../../src/catalog/locks.ts';
 import { barkeepServer, waitFor, type BarkeepServer, type ReceiverProcess } from '../support/barkeep-server.ts';
 import { BARKEEP_BIN } from '../support/cli.ts';
 import { startCluster, type PgCluster } from '../support/pg-cluster.ts';
+import { createTablespace } from '../support/tablespace.ts';
 import { makeTempDir } from '../support/tmp.ts';
 
 // `barkeep backup` against real servers: every layout and compression, a
@@ -15,10 +16,7 @@ import { makeTempDir } from '../support/tmp.ts';
 const PG15_BIN = '/usr/lib/postgresql/15/bin';
 
 async function withTablespace(cluster: PgCluster): Promise<void> {
-  const ts = join(cluster.dir, 'ts1');
-  mkdirSync(ts);
-  spawnSync('chown', ['postgres:postgres', ts]);
-  await cluster.superuserQuery(`CREATE TABLESPACE ts1 LOCATION '${ts}'`);
+  await createTablespace(cluster, 'ts1');
   await cluster.superuserQuery('CREATE TABLE in_ts TABLESPACE ts1 AS SELECT g AS id FROM generate_series(1, 50000) g');
   await cluster.superuserQuery('CREATE TABLE in_base AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g');
 }

@@ -5,6 +5,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { barkeepServer, waitFor, type BarkeepServer, type ReceiverProcess } from '../support/barkeep-server.ts';
 import { startCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { sshdAvailable, startSshd, type ClientKey, type Sshd } from '../support/sshd.ts';
+import { descendants, signalAll } from '../support/processes.ts';
+import { createTablespace } from '../support/tablespace.ts';
 import { makeTempDir } from '../support/tmp.ts';
 import { giveToPostgres, startRestored, type RestoredServer } from './restored-server.ts';
 
@@ -29,16 +31,6 @@ function expectComplete(dir: string): void {
   expect(manifest.Files.length).toBeGreaterThan(900);
 }
 
-function descendants(pid: number): number[] {
-  const rows = spawnSync('ps', ['-e', '-o', 'pid=,ppid='], { encoding: 'utf8' }).stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number) as [number, number]);
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const [child, parent] of rows) if (parent === p) { out.push(child); walk(child); }
-  };
-  walk(pid);
-  return out;
-}
-
 describe('barkeep recover (PostgreSQL 15)', () => {
   let cluster: PgCluster;
   let plain: BarkeepServer;
@@ -56,10 +48,7 @@ describe('barkeep recover (PostgreSQL 15)', () => {
 
   beforeAll(async () => {
     cluster = await startCluster({ major: 15 });
-    const ts = join(cluster.dir, 'ts1');
-    mkdirSync(ts);
-    spawnSync('chown', ['postgres:postgres', ts]);
-    await cluster.superuserQuery(`CREATE TABLESPACE ts1 LOCATION '${ts}'`);
+    await createTablespace(cluster, 'ts1');
     await cluster.superuserQuery('CREATE TABLE in_ts TABLESPACE ts1 AS SELECT g AS id FROM generate_series(1, 20000) g');
     await cluster.superuserQuery('CREATE TABLE t (id serial, phase text, ts timestamptz DEFAULT clock_timestamp())');
     plain = barkeepServer(cluster, { immediate_checkpoint: 'true', slot_name: 'plain' });
@@ -243,7 +232,7 @@ describe('barkeep recover (PostgreSQL 15)', () => {
       const running = plain.run([...args.slice(0, 1), '--bwlimit', '4000', ...args.slice(1)]);
       await waitFor('the copy to start', () => existsSync(join(dir, 'base')), 20_000);
       // Every process serving the session (sshd's per-connection processes and tar), not the listener.
-      for (const pid of descendants(sshd!.pid)) spawnSync('kill', ['-KILL', String(pid)]);
+      signalAll(descendants(sshd!.pid), 'SIGKILL');
       const r = await running;
       expect(r.code).toBe(1);
       expect(r.stderr, r.stderr).toMatch(/^ERROR: .*(connection|channel).*(lost|closed|failed|ended)/im);

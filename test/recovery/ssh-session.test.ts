@@ -10,44 +10,27 @@ import { parseSshCommand, type SshTarget } from '../../src/recovery/ssh/ssh-comm
 import { openSshSession, SshError, type SshSession } from '../../src/recovery/ssh/ssh-session.ts';
 import { freePort } from '../support/free-port.ts';
 import { sshdAvailable, startSshd, type ClientKey, type Sshd } from '../support/sshd.ts';
+import { descendants, signalAll } from '../support/processes.ts';
 import { makeTempDir } from '../support/tmp.ts';
 
 // The SSH transport of remote recovery against a real OpenSSH sshd on loopback.
 
 const MiB = 1024 * 1024;
 
-/** Processes below `pid` (the sshd serving our connections and the commands it runs). */
-function descendants(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    for (const c of children.get(p) ?? []) {
-      out.push(c);
-      walk(c);
-    }
+/** A target logging in as postgres to the test sshd with `key`, host key checked. */
+function loginTarget(sshd: Sshd, key: ClientKey, knownHosts: string, over: Partial<SshTarget> = {}): SshTarget {
+  return {
+    host: '127.0.0.1',
+    port: sshd.port,
+    username: 'postgres',
+    identityFiles: [key.privateKey],
+    strictHostKeyChecking: 'yes',
+    knownHostsFiles: [knownHosts],
+    connectTimeoutSeconds: 10,
+    useAgent: false,
+    commandLine: 'ssh (test)',
+    ...over,
   };
-  walk(pid);
-  return out;
-}
-
-function signalAll(pids: number[], signal: NodeJS.Signals): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, signal);
-    } catch {
-      // Already gone.
-    }
-  }
 }
 
 /** `total` bytes of a repeating random pattern, produced only as fast as they are consumed. */
@@ -92,18 +75,7 @@ describe.skipIf(!sshdAvailable())('openSshSession against a real sshd', () => {
   let outDir: string;
   const sessions: SshSession[] = [];
 
-  const target = (over: Partial<SshTarget> = {}): SshTarget => ({
-    host: '127.0.0.1',
-    port: sshd.port,
-    username: 'postgres',
-    identityFiles: [key.privateKey],
-    strictHostKeyChecking: 'yes',
-    knownHostsFiles: [knownHosts],
-    connectTimeoutSeconds: 10,
-    useAgent: false,
-    commandLine: 'ssh (test)',
-    ...over,
-  });
+  const target = (over: Partial<SshTarget> = {}): SshTarget => loginTarget(sshd, key, knownHosts, over);
   const open = async (over: Partial<SshTarget> = {}, opts = {}) => {
     const s = await openSshSession(target(over), opts);
     sessions.push(s);
@@ -386,17 +358,7 @@ describe.skipIf(!sshdAvailable())('openSshSession when the connection drops', ()
     await sshd?.stop();
   });
 
-  const target = (): SshTarget => ({
-    host: '127.0.0.1',
-    port: sshd.port,
-    username: 'postgres',
-    identityFiles: [key.privateKey],
-    strictHostKeyChecking: 'yes',
-    knownHostsFiles: [knownHosts],
-    connectTimeoutSeconds: 10,
-    useAgent: false,
-    commandLine: 'ssh (test)',
-  });
+  const target = (): SshTarget => loginTarget(sshd, key, knownHosts);
 
   it('killing the sshd serving the session rejects done and the writer, without crashing anything', async () => {
     const s = await openSshSession(target());
