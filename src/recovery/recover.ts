@@ -91,12 +91,13 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
   const tablespaceDest = tablespaceLocations(backup, opts.tablespaces);
   const files = await locateBackupFiles(server.paths, backupId, info);
   const manifest: BackupManifest | null = (await pathExists(files.manifestPath)) ? await readManifest(files.manifestPath) : null;
+  const openWal = archivedWalOpener(server.paths, server.settings.path_prefix ?? null);
   const plan = await planWal({
     paths: server.paths,
     info,
     target,
     pgVersion,
-    openWal: archivedWalOpener(server.paths, server.settings.path_prefix ?? null),
+    openWal,
     getWal: opts.getWal,
   });
 
@@ -236,8 +237,7 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     for (const e of extra) await writer.write(0, e);
 
     io.print(RECOVERY_PROGRESS.copyWal);
-    const walOpener = archivedWalOpener(server.paths, server.settings.path_prefix ?? null);
-    await copyWal(writer, plan, walOpener, walTarget, walIntoPgWal, onBytes, now);
+    await copyWal(writer, plan, openWal, walTarget, walIntoPgWal, onBytes, now);
 
     if (spec !== null || opts.standbyMode) io.print(RECOVERY_PROGRESS.recoveryConf);
     io.print(RECOVERY_PROGRESS.dangerousSettings);

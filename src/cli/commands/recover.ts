@@ -5,7 +5,7 @@ import { formatRecoveryReport } from '../../recovery/recovery-report.ts';
 import { RestoreCopyError } from '../../recovery/copy/restore-copy.ts';
 import { SshCommandError } from '../../recovery/ssh/ssh-command.ts';
 import { SshError } from '../../recovery/ssh/ssh-error.ts';
-import { parseRecoveryTarget, RecoveryInputError } from '../../recovery/targets.ts';
+import { parseRecoveryTarget, RecoveryInputError, type TargetOptions } from '../../recovery/targets.ts';
 import type { CommandHost } from '../command-host.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { progressLine } from '../progress-line.ts';
@@ -16,16 +16,8 @@ import { progressLine } from '../progress-line.ts';
 // decompression) are accepted so existing runbooks keep working: barkeep
 // streams and decompresses on the way and has nothing to tune there.
 
-interface RecoverCliOptions {
+interface RecoverCliOptions extends TargetOptions {
   remoteSshCommand?: string;
-  targetTime?: string;
-  targetXid?: string;
-  targetLsn?: string;
-  targetName?: string;
-  targetImmediate?: boolean;
-  targetTli?: string;
-  exclusive?: boolean;
-  targetAction?: string;
   standbyMode?: boolean;
   tablespace: string[];
   getWal?: boolean;

@@ -33,6 +33,22 @@ export interface BackupItem {
   source: string;
 }
 
+/** The directories of a plain backup only, from directory entries alone (no lstat of every file). */
+export async function* plainDirectories(files: BackupFiles): AsyncGenerator<BackupItem> {
+  yield* directoryTree(Buffer.from(files.dataDir), 0, '', files.dataDir);
+  for (const [oid, dir] of files.tablespaceDirs) yield* directoryTree(Buffer.from(dir), oid, '', dir);
+}
+
+async function* directoryTree(dir: Buffer, root: number, rel: string, display: string): AsyncGenerator<BackupItem> {
+  const st = await lstat(dir);
+  yield { root, rel, type: 'directory', mode: st.mode & 0o7777, mtime: st.mtime, size: 0, source: display };
+  const subdirs = (await readdir(dir, { encoding: 'buffer', withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort(Buffer.compare);
+  for (const name of subdirs) {
+    const path = Buffer.concat([dir, SLASH, name]);
+    yield* directoryTree(path, root, rel === '' ? name.toString('latin1') : `${rel}/${name.toString('latin1')}`, path.toString());
+  }
+}
+
 export async function* backupItems(files: BackupFiles, pathPrefix: string | null): AsyncGenerator<BackupItem> {
   if (files.format === 'plain') {
     yield* plainTree(Buffer.from(files.dataDir), 0, '', files.dataDir);

@@ -9,7 +9,7 @@ import { posix } from 'node:path';
 import type { BackupManifest, ManifestFile } from '../../backup/manifest.ts';
 import type { BackupFiles } from '../../backup/verify/locate.ts';
 import { createChecksum } from '../../backup/verify/checksum.ts';
-import { backupItems, type BackupItem } from './backup-source.ts';
+import { backupItems, plainDirectories, type BackupItem } from './backup-source.ts';
 import type { RestoreEntry, RestoreWriter, WriteResult } from './restore-writer.ts';
 
 export class RestoreCopyError extends Error {}
@@ -92,8 +92,8 @@ export async function restoreCopy(opts: RestoreCopyOptions): Promise<RestoreCopy
     if (plain) {
       // Files of a plain backup go out on every lane in any order: their directories first, all at once.
       const dirs: RestoreEntry[] = [];
-      for await (const item of backupItems(opts.files, opts.pathPrefix)) {
-        if (item.type === 'directory' && include(item)) dirs.push({ ...entryOf(item, destinationOf(opts, item)), algorithm: 'NONE' });
+      for await (const item of plainDirectories(opts.files)) {
+        if (include(item)) dirs.push({ ...entryOf(item, destinationOf(opts, item)), algorithm: 'NONE' });
       }
       await writer.createDirectories(dirs);
     }
