@@ -12,6 +12,8 @@ import { type BackupInfo, type BackupStatus, STATUS_COPY_DONE, writeBackupInfo }
 import { BackupNotFoundError, type CatalogBackup, type KeepTarget, listBackups, loadBackup, readKeepAnnotation } from '../catalog/catalog.ts';
 import { backupDataDirectory, deleteAnnotationPath, metaBackupInfoPath, metaDirectory, type ServerPaths } from '../catalog/layout.ts';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
+import { backupHookEnv } from '../hooks/hook-env.ts';
+import { HookStopError, type ServerHooks } from '../hooks/server-hooks.ts';
 import { ensureDir, fsyncDir, pathExists, unlinkDurable, writeFileDurable } from '../util/durable-fs.ts';
 import { ctime, humanTimedelta } from '../util/human.ts';
 import { removeWal, type WalRemovalPlan } from './wal-removal.ts';
@@ -43,6 +45,8 @@ export interface DeleteOptions {
    * (false) removes what those archival backups do not need.
    */
   skipWalCleanupIfStandalone?: boolean;
+  /** The server's hook scripts: the delete hooks run around each backup, the WAL-delete ones around each WAL file. */
+  hooks?: ServerHooks | null;
 }
 
 // Statuses whose WAL Barman's get_timelines_to_protect considers (STATUS_ARCHIVING).
@@ -138,6 +142,20 @@ async function deleteOne(server: DeleteServer, backup: CatalogBackup, catalog: r
   const { messages } = opts;
   const { paths } = server;
   const id = backup.backupId;
+  const hooks = opts.hooks?.has('delete') ? opts.hooks : null;
+  // Barman's previous/next IDs and status as they are before the deletion, for both phases.
+  const hookEnv = hooks ? backupHookEnv(paths, id, backup.info, catalog, backup.infoPath) : null;
+  if (hooks) {
+    // Before the delete annotation (Barman writes it first): a stopped delete must not
+    // leave one behind, or retention would finish the deletion the script refused.
+    try {
+      await hooks.pre('delete', hookEnv!);
+    } catch (err) {
+      if (!(err instanceof HookStopError)) throw err;
+      messages.error(`${err.message}: backup ${id} of server ${server.name} was not deleted`);
+      return false;
+    }
+  }
   const annotation = deleteAnnotationPath(paths, id);
   await ensureDir(metaDirectory(paths));
   await writeFileDurable(annotation, 'delete');
@@ -171,6 +189,8 @@ async function deleteOne(server: DeleteServer, backup: CatalogBackup, catalog: r
     messages.info('Delete associated WAL segments:');
     const removed = await removeWal(paths, plan, {
       onInvalidName: (name) => messages.error(`invalid WAL segment name ${JSON.stringify(name)} in xlog.db of server ${server.name}: line dropped`),
+      hooks: opts.hooks ?? null,
+      onHookStop: (message) => messages.warning(`${message}: the WAL files not removed yet are kept`),
     });
     for (const name of removed) messages.info(`\t${name}`);
   }
@@ -194,6 +214,8 @@ async function deleteOne(server: DeleteServer, backup: CatalogBackup, catalog: r
 
   await detachFromParent(paths, backup.info, id);
   await unlinkDurable(serverLockPath(paths.lockDirectory, server.name, `${id}-sync-backup`));
+  // The backup.info is gone: Barman then names the path it would write.
+  if (hooks) await hooks.post('delete', { ...hookEnv!, BARMAN_BACKUP_INFO_PATH: metaBackupInfoPath(paths, id) });
   return true;
 }
 

@@ -8,6 +8,8 @@ import { listBackups } from '../catalog/catalog.ts';
 import { backupDataDirectory, metaBackupInfoPath } from '../catalog/layout.ts';
 import { serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
 import type { ServerConfig } from '../config/load.ts';
+import { currentBackupHookEnv } from '../hooks/hook-env.ts';
+import type { ServerHooks } from '../hooks/server-hooks.ts';
 import type { Logger } from '../log.ts';
 import { runBaseBackup, type BaseBackupOptions } from '../postgres/base-backup.ts';
 import { closeQuietly, connectReplication, connectSql, describePgError } from '../postgres/connect.ts';
@@ -36,6 +38,12 @@ export interface BackupRequest {
   /** kB/s, overrides bandwidth_limit; 0 = none. */
   bwlimit?: number;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * The server's hook scripts: the pre-backup ones run here, once the backup has its ID
+   * and an EMPTY backup.info (as in Barman); the caller runs the post ones when the
+   * backup has its final status.
+   */
+  hooks?: ServerHooks | null;
 }
 
 export interface BackupOutcome {
@@ -82,15 +90,23 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
   const dir = backupDataDirectory(server.paths, backupId);
   const infoPath = metaBackupInfoPath(server.paths, backupId);
   const started = new Date();
-  const info = newBackupInfo({ server_name: server.name, mode: 'postgres', status: 'STARTED', begin_time: formatBackupTime(started), backup_name: req.name ?? null });
+  const hooks = req.hooks?.has('backup') ? req.hooks : null;
+  const info = newBackupInfo({ server_name: server.name, mode: 'postgres', status: hooks ? 'EMPTY' : 'STARTED', begin_time: formatBackupTime(started), backup_name: req.name ?? null });
   await ensureDir(dir);
   await writeBackupInfo(infoPath, info);
   print(`Starting backup using postgres method for server ${server.name} in ${dir}`);
   log.info({ backupId }, 'backup started');
 
-  let step = 'connecting to PostgreSQL';
+  let step = 'starting backup';
   let sql: pg.Client | undefined;
   try {
+    if (hooks) {
+      // A pre_backup_retry_script's ABORT_STOP fails the backup here, before any copy.
+      await hooks.pre('backup', () => currentBackupHookEnv(server.paths, backupId, info));
+      info.status = 'STARTED';
+      await writeBackupInfo(infoPath, info);
+    }
+    step = 'connecting to PostgreSQL';
     sql = await connectSql(s.conninfo!, { applicationName: 'barkeep' });
     step = 'reading the server settings';
     const facts = await serverFacts(sql);
@@ -174,7 +190,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     info.end_time = formatBackupTime(new Date());
     await writeBackupInfo(infoPath, info);
     log.error({ backupId, step, err: message }, 'backup failed');
-    throw new BackupFailed(backupId, info.error);
+    throw new BackupFailed(backupId, info.error, e);
   } finally {
     await closeQuietly(sql);
   }
@@ -182,8 +198,8 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
 
 export class BackupFailed extends Error {
   readonly backupId: string;
-  constructor(backupId: string, message: string) {
-    super(message);
+  constructor(backupId: string, message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
     this.backupId = backupId;
   }
 }

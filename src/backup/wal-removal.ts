@@ -8,6 +8,8 @@ import { readdir, rm, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type ServerPaths, walPath } from '../catalog/layout.ts';
 import { readXlogDb, type WalFileInfo, writeXlogDb } from '../catalog/xlog-db.ts';
+import { walHookEnv } from '../hooks/hook-env.ts';
+import { HookStopError, type ServerHooks } from '../hooks/server-hooks.ts';
 import { fsyncDir, isErrno, listDirOrEmpty } from '../util/durable-fs.ts';
 import { withXlogDbLock, writableXlogDb } from '../wal/xlog-db-access.ts';
 import { isAnyXlogFile, isBackupLabelFile, isHistoryFile, walTimeline } from './wal-range.ts';
@@ -24,6 +26,13 @@ export interface WalRemovalPlan {
 export interface WalRemovalOptions {
   /** A line of xlog.db whose name is no WAL file: Barman drops the line and reports it. */
   onInvalidName?: (name: string) => void;
+  /** The server's hook scripts: pre/post_wal_delete(_retry)_script run around each file. */
+  hooks?: ServerHooks | null;
+  /**
+   * pre_wal_delete_retry_script said ABORT_STOP: the removal stopped there, and the
+   * files not removed yet stay (with their xlog.db lines).
+   */
+  onHookStop?: (message: string) => void;
 }
 
 /** Whether a (valid) archive file survives the plan. History files always do. */
@@ -56,18 +65,23 @@ export async function removeWal(paths: ServerPaths, plan: WalRemovalPlan, opts: 
       if (list) list.push(entry);
       else byDir.set(dir, [entry]);
     }
-    const removed = await deleteWalFiles(paths, byDir);
+    const hooks = opts.hooks?.has('wal_delete') ? opts.hooks : null;
+    const { removed, stopped } = await deleteWalFiles(paths, byDir, hooks);
     if (removed.length > 0 || invalid) {
-      // The same predicate as above, on a file nobody else can change while we hold the lock.
-      await writeXlogDb(xlogDb, survivors(xlogDb, plan));
+      // The same predicate as above, on a file nobody else can change while we hold the lock;
+      // after a hook stopped the removal, exactly the files removed go.
+      const gone = stopped === null ? null : new Set(removed);
+      await writeXlogDb(xlogDb, survivors(xlogDb, plan, gone));
     }
+    if (stopped !== null) opts.onHookStop?.(stopped);
     return removed;
   });
 }
 
-async function* survivors(xlogDb: string, plan: WalRemovalPlan): AsyncGenerator<WalFileInfo> {
+async function* survivors(xlogDb: string, plan: WalRemovalPlan, gone: ReadonlySet<string> | null): AsyncGenerator<WalFileInfo> {
   for await (const entry of readXlogDb(xlogDb)) {
-    if (isAnyXlogFile(entry.name) && keepsWal(entry.name, plan)) yield entry;
+    if (!isAnyXlogFile(entry.name)) continue;
+    if (gone === null ? keepsWal(entry.name, plan) : !gone.has(entry.name)) yield entry;
   }
 }
 
@@ -79,25 +93,54 @@ export async function purgeWalBefore(server: { paths: ServerPaths }, beginWal: s
   return removeWal(server.paths, { keepFrom: beginWal, timelinesToProtect: new Set(), rangesToProtect: [] }, opts);
 }
 
-async function deleteWalFiles(paths: ServerPaths, byDir: ReadonlyMap<string, readonly WalFileInfo[]>): Promise<string[]> {
+/**
+ * Deletes the files, a hash directory at a time when all of it goes. With hooks, each
+ * file gets its pre and post scripts, around the directory's removal or its own
+ * (Barman's delete_wals); `stopped` is the message of a pre script's ABORT_STOP.
+ */
+async function deleteWalFiles(
+  paths: ServerPaths,
+  byDir: ReadonlyMap<string, readonly WalFileInfo[]>,
+  hooks: ServerHooks | null,
+): Promise<{ removed: string[]; stopped: string | null }> {
   const removed: string[] = [];
-  for (const [dir, wals] of byDir) {
-    const doomed = new Set(wals.map((w) => w.name));
-    const present = await listDirOrEmpty(dir);
-    if (present.every((name) => doomed.has(name))) {
-      // The whole hash directory goes: one rmtree instead of a file at a time (fast on ZFS).
-      await rm(dir, { recursive: true, force: true });
-      await fsyncDir(paths.walsDirectory);
-    } else {
-      for (const wal of wals) {
-        await unlink(walPath(paths, wal.name)).catch((err: unknown) => {
-          if (!isErrno(err, 'ENOENT')) throw err;
-        });
+  const env = (wal: WalFileInfo, error: string | null = null) => walHookEnv(wal, walPath(paths, wal.name), error);
+  try {
+    for (const [dir, wals] of byDir) {
+      const doomed = new Set(wals.map((w) => w.name));
+      const present = await listDirOrEmpty(dir);
+      if (present.every((name) => doomed.has(name))) {
+        if (hooks) for (const wal of wals) await hooks.pre('wal_delete', env(wal));
+        // The whole hash directory goes: one rmtree instead of a file at a time (fast on ZFS).
+        await rm(dir, { recursive: true, force: true });
+        await fsyncDir(paths.walsDirectory);
+        removed.push(...wals.map((w) => w.name));
+        if (hooks) for (const wal of wals) await hooks.post('wal_delete', env(wal));
+      } else {
+        try {
+          for (const wal of wals) {
+            await hooks?.pre('wal_delete', env(wal));
+            try {
+              await unlink(walPath(paths, wal.name)).catch((err: unknown) => {
+                if (!isErrno(err, 'ENOENT')) throw err;
+              });
+            } catch (err) {
+              await hooks?.post('wal_delete', env(wal, `Ignoring deletion of WAL file ${wal.name} for server ${paths.name}: ${(err as Error).message}`));
+              throw err;
+            }
+            removed.push(wal.name);
+            await hooks?.post('wal_delete', env(wal));
+          }
+        } finally {
+          // Even when a hook stopped the loop: the unlinks done must be durable before xlog.db drops their lines.
+          await fsyncDir(dir);
+        }
       }
-      await fsyncDir(dir);
     }
-    removed.push(...wals.map((w) => w.name));
+  } catch (err) {
+    if (!(err instanceof HookStopError)) throw err;
+    return { removed, stopped: err.message };
   }
-  return removed;
+  return { removed, stopped: null };
 }
 

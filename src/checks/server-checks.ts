@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { ServerConfig } from '../config/load.ts';
+import type { ServerHooks } from '../hooks/server-hooks.ts';
 import { checkDaemonRunning, checkDiskSpace } from './daemon-checks.ts';
 import { formatIssue } from '../config/issues.ts';
 import { connectReplication, connectSql, closeQuietly, describePgError } from '../postgres/connect.ts';
@@ -36,7 +37,8 @@ export interface ServerCheckReport {
 /** Compressions barkeep can write and read (pigz output is gzip). */
 export const SUPPORTED_WAL_COMPRESSIONS = ['gzip', 'pigz', 'bzip2', 'lz4', 'zstd', 'none'];
 
-export async function checkServer(server: ServerConfig, timeoutOverride?: number): Promise<ServerCheckReport> {
+/** `hooks`: the server's hook scripts, for the WAL the 'WAL archive' check archives. */
+export async function checkServer(server: ServerConfig, timeoutOverride?: number, hooks?: ServerHooks | null): Promise<ServerCheckReport> {
   const report: ServerCheckReport = {
     server: server.name,
     active: server.settings.active !== false,
@@ -45,7 +47,7 @@ export async function checkServer(server: ServerConfig, timeoutOverride?: number
     perf: {},
   };
   const timeout = timeoutOverride ?? server.settings.check_timeout ?? 30;
-  const run = new CheckRun(server, report.checks, timeout, report.perf);
+  const run = new CheckRun(server, report.checks, timeout, report.perf, hooks ?? null);
   try {
     if (timeout > 0) {
       let timer: NodeJS.Timeout | undefined;
@@ -80,12 +82,14 @@ class CheckRun {
   private readonly out: CheckResult[];
   private readonly timeout: number;
   readonly perf: ServerCheckReport['perf'];
+  private readonly hooks: ServerHooks | null;
 
-  constructor(server: ServerConfig, out: CheckResult[], timeout: number, perf: ServerCheckReport['perf']) {
+  constructor(server: ServerConfig, out: CheckResult[], timeout: number, perf: ServerCheckReport['perf'], hooks: ServerHooks | null) {
     this.server = server;
     this.out = out;
     this.timeout = timeout;
     this.perf = perf;
+    this.hooks = hooks;
   }
 
   abandon(): void {
@@ -106,7 +110,7 @@ class CheckRun {
     // Barman prints 'WAL archive' first, and only when it fails.
     const walArchive = await this.guard('WAL archive', async () => {
       const backups = (await this.loadBackups()) ?? [];
-      return walArchiveCheck(this.server, { hasWaitingBackup: backups.some((b) => b.status === 'WAITING_FOR_WALS') });
+      return walArchiveCheck(this.server, { hasWaitingBackup: backups.some((b) => b.status === 'WAITING_FOR_WALS'), hooks: this.hooks });
     });
     if (walArchive && !walArchive.ok) this.push(walArchive);
     await this.checkPostgres();

@@ -8,6 +8,7 @@ import { xlogDbPath } from '../catalog/layout.ts';
 import { readXlogDb } from '../catalog/xlog-db.ts';
 import { isErrno } from '../util/durable-fs.ts';
 import { prettySize } from '../util/human.ts';
+import type { ServerHooks } from '../hooks/server-hooks.ts';
 import { archiveWal } from '../wal/archiver.ts';
 import type { CheckResult } from './server-checks.ts';
 
@@ -113,6 +114,8 @@ export interface WalArchiveCheckOptions {
   hasWaitingBackup?: boolean;
   /** Last resort, as Barman: switch WAL on the server and archive it (the caller owns the connection). */
   trySwitchWal?: () => Promise<void>;
+  /** The server's hook scripts, for the archiving the check does (Barman runs the archive hooks there too). */
+  hooks?: ServerHooks | null;
 }
 
 /**
@@ -123,7 +126,7 @@ export async function walArchiveCheck(server: ServerConfig, opts: WalArchiveChec
   const ok = { name: 'WAL archive', ok: true, hint: '' };
   if (!(await xlogDbEmpty(server)) || opts.hasWaitingBackup) return ok;
   try {
-    await archiveWal(server);
+    await archiveWal(server, { hooks: opts.hooks ?? null });
   } catch {
     // The check reports the state of the archive; archive-wal reports its own errors.
   }

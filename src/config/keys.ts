@@ -49,6 +49,11 @@ function parseCron(value: string): string {
   return value;
 }
 
+function parseShellCommand(value: string): string {
+  if (value.trim() === '') throw new ConfigValueError("is blank: give a shell command that reads a JSON event on stdin, e.g. '/usr/local/bin/alert'");
+  return value;
+}
+
 function parseConninfo(value: string): string {
   if (value.trim() === '') throw new ConfigValueError('is empty: give a libpq connection string such as "host=db user=barman dbname=postgres"');
   return value;
@@ -58,8 +63,6 @@ const COMPRESSIONS = ['gzip', 'bzip2', 'pigz', 'xz', 'zstd', 'lz4', 'snappy', 'p
 const BACKUP_COMPRESSIONS = ['gzip', 'lz4', 'zstd', 'none'] as const;
 const BACKUP_METHODS = ['postgres', 'rsync', 'local-rsync', 'snapshot'] as const;
 const LOG_LEVELS = ['notset', 'debug', 'info', 'warning', 'error', 'critical'] as const;
-
-const script = { support: 'not-yet' as Support };
 
 export const SERVER_KEYS = {
   // Identity and connections
@@ -169,26 +172,26 @@ export const SERVER_KEYS = {
   aws_snapshot_lock_expiration_date: key('server', parseString, { support: 'never' }),
 
   // Hook scripts
-  pre_archive_script: key('both', parseString, script),
-  pre_archive_retry_script: key('both', parseString, script),
-  post_archive_script: key('both', parseString, script),
-  post_archive_retry_script: key('both', parseString, script),
-  pre_backup_script: key('both', parseString, script),
-  pre_backup_retry_script: key('both', parseString, script),
-  post_backup_script: key('both', parseString, script),
-  post_backup_retry_script: key('both', parseString, script),
-  pre_delete_script: key('both', parseString, script),
-  pre_delete_retry_script: key('both', parseString, script),
-  post_delete_script: key('both', parseString, script),
-  post_delete_retry_script: key('both', parseString, script),
-  pre_wal_delete_script: key('both', parseString, script),
-  pre_wal_delete_retry_script: key('both', parseString, script),
-  post_wal_delete_script: key('both', parseString, script),
-  post_wal_delete_retry_script: key('both', parseString, script),
-  pre_recovery_script: key('both', parseString, script),
-  pre_recovery_retry_script: key('both', parseString, script),
-  post_recovery_script: key('both', parseString, script),
-  post_recovery_retry_script: key('both', parseString, script),
+  pre_archive_script: key('both', parseString),
+  pre_archive_retry_script: key('both', parseString),
+  post_archive_script: key('both', parseString),
+  post_archive_retry_script: key('both', parseString),
+  pre_backup_script: key('both', parseString),
+  pre_backup_retry_script: key('both', parseString),
+  post_backup_script: key('both', parseString),
+  post_backup_retry_script: key('both', parseString),
+  pre_delete_script: key('both', parseString),
+  pre_delete_retry_script: key('both', parseString),
+  post_delete_script: key('both', parseString),
+  post_delete_retry_script: key('both', parseString),
+  pre_wal_delete_script: key('both', parseString),
+  pre_wal_delete_retry_script: key('both', parseString),
+  post_wal_delete_script: key('both', parseString),
+  post_wal_delete_retry_script: key('both', parseString),
+  pre_recovery_script: key('both', parseString),
+  pre_recovery_retry_script: key('both', parseString),
+  post_recovery_script: key('both', parseString),
+  post_recovery_retry_script: key('both', parseString),
 
   // barkeep's own keys
   backup_schedule: key('both', parseCron),
@@ -198,6 +201,8 @@ export const SERVER_KEYS = {
   backup_after_timeline_change: key('both', parseBoolean, { default: 'on' }),
   /** `check` fails when the backup directory's filesystem has less free space than this (`10%%`, written so for ConfigParser, or `20 GiB`). */
   disk_space_warning: key('both', parsePercentOrSize),
+  /** The daemon runs it (/bin/sh -c) with a JSON event on stdin when a check of the server flips from OK to FAILED or back. */
+  notify_command: key('both', parseShellCommand),
 } as const;
 
 export const GLOBAL_KEYS = {

@@ -11,6 +11,8 @@ import type { ServerConfig } from '../config/load.ts';
 import { listBackups, type CatalogBackup } from '../catalog/catalog.ts';
 import { readManifest, type BackupManifest } from '../backup/manifest.ts';
 import { locateBackupFiles } from '../backup/verify/locate.ts';
+import { currentBackupHookEnv, recoveryHookEnv, type HookEnv, type RecoverOptionValue } from '../hooks/hook-env.ts';
+import type { ServerHooks } from '../hooks/server-hooks.ts';
 import { archiveWal } from '../wal/archiver.ts';
 import type { Logger } from '../log.ts';
 import { pathExists } from '../util/durable-fs.ts';
@@ -49,6 +51,10 @@ export interface RecoverOptions {
   networkCompression: boolean | null;
   /** -c given to this barkeep, repeated in a get-wal restore_command. */
   configFile: string | null;
+  /** The server's hook scripts: the recovery hooks run around the restore (and the archive hooks around the WAL archived first). */
+  hooks?: ServerHooks | null;
+  /** The recovery options as given, for BARMAN_RECOVER_OPTIONS (Barman's names: target_time, standby_mode, ...). */
+  hookOptions?: Readonly<Record<string, RecoverOptionValue>>;
 }
 
 export interface RecoverIo {
@@ -86,7 +92,7 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
   if (pgVersion !== 0 && pgVersion < 120000) throw new RecoveryInputError(`backup ${backupId} is of PostgreSQL ${pgVersion}: barkeep recovers PostgreSQL 12 and later (recovery.signal)`);
 
   // As Barman does first: whatever the archiver has not filed yet is catalogued now.
-  await archiveWal(server).catch((err: Error) => io.warning(`could not archive pending WAL files first: ${err.message}`));
+  await archiveWal(server, { hooks: opts.hooks ?? null }).catch((err: Error) => io.warning(`could not archive pending WAL files first: ${err.message}`));
 
   const tablespaceDest = tablespaceLocations(backup, opts.tablespaces);
   const files = await locateBackupFiles(server.paths, backupId, info);
@@ -131,6 +137,15 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     destination = localDestination();
   }
 
+  const hooks = opts.hooks?.has('recovery') ? opts.hooks : null;
+  const hookEnv = async (): Promise<HookEnv> =>
+    recoveryHookEnv(await currentBackupHookEnv(server.paths, backupId, info), {
+      destination: opts.destination,
+      tablespaces: opts.tablespaces,
+      remoteCommand: opts.remoteSshCommand,
+      options: opts.hookOptions ?? {},
+    });
+  let summary: RecoverSummary;
   try {
     const where = opts.remoteSshCommand === null ? 'this host' : `the remote host (${opts.remoteSshCommand})`;
     const roots = [dest, ...tablespaceDest.values()];
@@ -152,6 +167,9 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
       if (d.state === 'notdir') throw new RecoveryError(`The ${what} '${d.path}' on ${where} exists and is not a directory`);
       if (d.state === 'unreadable') throw new RecoveryError(`The ${what} '${d.path}' on ${where} cannot be read by the login user: check its permissions`);
     }
+
+    // Barman runs them once the destination is known to be usable, before the first byte is copied.
+    if (hooks) await hooks.pre('recovery', hookEnv);
 
     for (const line of recoveryHeaderLines({
       server: server.name,
@@ -249,7 +267,7 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     );
     const elapsedSeconds = Math.round((Date.now() - startedAt.getTime()) / 1000);
     io.logger.info({ server: server.name, backupId, destination: dest, remote: opts.remoteSshCommand !== null, bytes: copied.bytes, files: copied.files, walSegments: plan.segments.length }, 'recover');
-    return {
+    summary = {
       backupId,
       destination: dest,
       startedAt,
@@ -268,6 +286,8 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
   } finally {
     await destination.close();
   }
+  if (hooks) await hooks.post('recovery', hookEnv);
+  return summary;
 }
 
 async function copyWal(

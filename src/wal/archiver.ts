@@ -19,6 +19,8 @@ import type { BigIntStats } from 'node:fs';
 import { stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ServerConfig } from '../config/load.ts';
+import { duplicateWalError, walHookEnv, type WalHookFile } from '../hooks/hook-env.ts';
+import { HookStopError, type ServerHooks } from '../hooks/server-hooks.ts';
 import { walPath } from '../catalog/layout.ts';
 import { serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
 import { appendXlogDb, walTimeFromStats, type WalFileInfo } from '../catalog/xlog-db.ts';
@@ -73,6 +75,8 @@ export interface ArchiveQueueReport {
   unknown: UnknownFile[];
   /** Set when a file could not be archived; later files of this queue were left for the next run. */
   failure: { name: string; message: string } | null;
+  /** Set when pre_archive_retry_script said ABORT_STOP: this file and later ones were left for the next run. */
+  hookStop?: { name: string; message: string };
 }
 
 export type ArchiveEvent =
@@ -83,6 +87,8 @@ export type ArchiveEvent =
 export interface ArchiveWalOptions {
   /** Progress, in output order, so a caller can print as Barman does while it works. */
   onEvent?: (event: ArchiveEvent) => void;
+  /** The server's hook scripts: pre/post_archive(_retry)_script run around each file. */
+  hooks?: ServerHooks | null;
 }
 
 export type ArchiveWalResult = { busy: true; pid: number } | { busy: false; queues: ArchiveQueueReport[] };
@@ -96,7 +102,8 @@ export async function archiveWal(server: ServerConfig, opts: ArchiveWalOptions =
   if (lock.busy) return { busy: true, pid: lock.pid };
   try {
     const queues: ArchiveQueueReport[] = [];
-    const run = new ArchiveRun(server, compression, opts.onEvent ?? (() => undefined));
+    const hooks = opts.hooks?.has('archive') ? opts.hooks : null;
+    const run = new ArchiveRun(server, compression, opts.onEvent ?? (() => undefined), hooks);
     if (s.archiver) queues.push(await run.queue('incoming', 'file archival', server.paths.incomingWalsDirectory, s.archiver_batch_size ?? 0));
     if (s.streaming_archiver) {
       queues.push(await run.queue('streaming', 'streaming', server.paths.streamingWalsDirectory, s.streaming_archiver_batch_size ?? 0));
@@ -121,12 +128,14 @@ class ArchiveRun {
   private readonly compression: WalCompression | null;
   private readonly emit: (event: ArchiveEvent) => void;
   private readonly pathPrefix: string | null;
+  private readonly hooks: ServerHooks | null;
 
-  constructor(server: ServerConfig, compression: WalCompression | null, emit: (event: ArchiveEvent) => void) {
+  constructor(server: ServerConfig, compression: WalCompression | null, emit: (event: ArchiveEvent) => void, hooks: ServerHooks | null) {
     this.server = server;
     this.compression = compression;
     this.emit = emit;
     this.pathPrefix = server.settings.path_prefix ?? null;
+    this.hooks = hooks;
   }
 
   async queue(kind: QueueKind, source: ArchiveSourceName, directory: string, batchSize: number): Promise<ArchiveQueueReport> {
@@ -138,6 +147,11 @@ class ArchiveRun {
       try {
         file = await this.archiveOne(join(directory, name), name, kind);
       } catch (err) {
+        if (err instanceof HookStopError) {
+          // Barman logs it and leaves the rest of the queue for a later run: not a failure.
+          report.hookStop = { name, message: err.message };
+          break;
+        }
         // WAL order matters to the catalog (a gap means a missing WAL): stop this queue here.
         report.failure = { name, message: (err as Error).message };
         break;
@@ -166,11 +180,34 @@ class ArchiveRun {
       if (isErrno(err, 'ENOENT')) return null;
       throw err;
     }
+    // Files from the receiver are plain WAL; an archive_command may have compressed already.
+    const sourceFormat = kind === 'streaming' ? null : await detectCompression(sourcePath);
+    if (this.hooks === null) return this.store(sourcePath, sourceStats, sourceFormat, name);
+
+    // Barman's order around each file: pre hooks (which may stop the run), the archiving,
+    // then the post hooks whatever happened, told the error if any.
+    const dest = walPath(this.server.paths, name);
+    const source: WalHookFile = { name, size: Number(sourceStats.size), time: walTimeFromStats(sourceStats), compression: sourceFormat };
+    let file: ArchivedFile | null = null;
+    let error: string | null = null;
+    try {
+      await this.hooks.pre('archive', walHookEnv(source, sourcePath));
+      file = await this.store(sourcePath, sourceStats, sourceFormat, name);
+      if (file.outcome !== 'archived') error = duplicateWalError(source, file.outcome === 'already-archived');
+      return file;
+    } catch (err) {
+      error = (err as Error).message;
+      throw err;
+    } finally {
+      const stored = file?.outcome === 'archived' && file.entry ? { ...source, size: file.entry.size, compression: file.entry.compression } : source;
+      await this.hooks.post('archive', walHookEnv(stored, dest, error));
+    }
+  }
+
+  private async store(sourcePath: string, sourceStats: BigIntStats, sourceFormat: CompressionFormat | null, name: string): Promise<ArchivedFile> {
     const paths = this.server.paths;
     const dest = walPath(paths, name);
     const destDir = dirname(dest);
-    // Files from the receiver are plain WAL; an archive_command may have compressed already.
-    const sourceFormat = kind === 'streaming' ? null : await detectCompression(sourcePath);
 
     // A run killed while writing this file left its temp behind (we hold the archive lock).
     await removeStaleTemps(destDir, name);

@@ -1,11 +1,13 @@
 import { refreshBackupStatus } from '../../backup/check-backup.ts';
 import { purgeWalBefore } from '../../backup/delete-backup.ts';
-import { BackupFailed, BackupRefused, takeBackup } from '../../backup/executor.ts';
+import { BackupFailed, BackupRefused, takeBackup, type BackupOutcome } from '../../backup/executor.ts';
 import { writeBackupInfo } from '../../catalog/backup-info.ts';
 import { listBackups, loadBackup } from '../../catalog/catalog.ts';
 import { metaBackupInfoPath } from '../../catalog/layout.ts';
 import { checkServer } from '../../checks/server-checks.ts';
 import type { ServerConfig } from '../../config/load.ts';
+import { currentBackupHookEnv } from '../../hooks/hook-env.ts';
+import { HookStopError, ServerHooks } from '../../hooks/server-hooks.ts';
 import { prettySize } from '../../util/human.ts';
 import { archiveWal } from '../../wal/archiver.ts';
 import type { CommandHost } from '../command-host.ts';
@@ -74,7 +76,8 @@ async function backupOne(
   server: ServerConfig,
   opts: Omit<BackupCliOptions, 'retryTimes' | 'retrySleep' | 'bwlimit' | 'waitTimeout'> & { retryTimes?: number; retrySleep?: number; bwlimit?: number; waitTimeout: number },
 ): Promise<boolean> {
-  const report = await checkServer(server);
+  const hooks = ServerHooks.forServer(server, { configFile: ctx.config.file, logger: ctx.logger });
+  const report = await checkServer(server, undefined, hooks);
   const blocking = report.checks.filter((c) => !c.ok && !NON_BLOCKING.has(c.name));
   if (blocking.length > 0) {
     ctx.error(`Impossible to start the backup. Check the log for more details, or run 'barkeep check ${server.name}'`);
@@ -86,6 +89,7 @@ async function backupOne(
   try {
     outcome = await takeBackup({
       server,
+      hooks,
       logger: ctx.logger,
       print: (line) => {
         progress.clear();
@@ -100,13 +104,33 @@ async function backupOne(
     });
   } catch (e) {
     progress.clear();
-    if (e instanceof BackupRefused || e instanceof BackupFailed) {
+    if (e instanceof BackupFailed && e.cause instanceof HookStopError) {
+      ctx.error(`Backup failed starting backup: ${e.cause.message}; backup ${e.backupId} is marked FAILED`);
+    } else if (e instanceof BackupRefused || e instanceof BackupFailed) {
       ctx.error(e instanceof BackupFailed ? `Backup failed copying files (${e.message}); backup ${e.backupId} is marked FAILED` : e.message);
-      return false;
+    } else {
+      throw e;
     }
-    throw e;
+    if (e instanceof BackupFailed) await postBackupHooks(hooks, server, e.backupId);
+    return false;
   }
   progress.clear();
+  try {
+    return await completeBackup(ctx, server, outcome, hooks, opts);
+  } finally {
+    // As Barman: after --wait, so that a DONE backup is announced DONE.
+    await postBackupHooks(hooks, server, outcome.backupId);
+  }
+}
+
+async function postBackupHooks(hooks: ServerHooks | null, server: ServerConfig, backupId: string): Promise<void> {
+  if (!hooks?.has('backup')) return;
+  const backup = await loadBackup(server.paths, backupId);
+  if (!backup) return;
+  await hooks.post('backup', () => currentBackupHookEnv(server.paths, backupId, backup.info));
+}
+
+async function completeBackup(ctx: CliContext, server: ServerConfig, outcome: BackupOutcome, hooks: ServerHooks | null, opts: { wait?: boolean; waitTimeout: number }): Promise<boolean> {
   const { backupId, info } = outcome;
 
   // Archive what is queued first, so the purge also sees WAL that was still in streaming/.
@@ -115,7 +139,7 @@ async function backupOne(
   const others = (await listBackups(server.paths)).backups.filter((b) => b.backupId !== backupId && (b.info.status === 'DONE' || b.info.status === 'WAITING_FOR_WALS'));
   if (others.length === 0 && info.begin_wal) {
     ctx.print(`This is the first backup for server ${server.name}`);
-    const removed = await purgeWalBefore(server, info.begin_wal);
+    const removed = await purgeWalBefore(server, info.begin_wal, { hooks, onHookStop: (m) => ctx.warning(`${m}: the WAL files not removed yet are kept`) });
     if (removed.length > 0) {
       ctx.print('WAL segments preceding the current backup have been found:');
       for (const wal of removed) ctx.print(`\t${wal} from server ${server.name} has been removed`);
@@ -128,7 +152,7 @@ async function backupOne(
     const deadline = opts.waitTimeout ? Date.now() + opts.waitTimeout * 1000 : Infinity;
     while (status === 'WAITING_FOR_WALS' && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 500));
-      await archiveWal(server).catch(() => undefined);
+      await archiveWal(server, { hooks }).catch(() => undefined);
       status = await refresh(server, backupId);
     }
     if (status === 'WAITING_FOR_WALS') {

@@ -16,6 +16,7 @@ import {
   writeKeepAnnotation,
 } from '../../catalog/catalog.ts';
 import type { ServerConfig } from '../../config/load.ts';
+import { ServerHooks } from '../../hooks/server-hooks.ts';
 import type { CommandHost } from '../command-host.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { listBackupJson, listBackupLine, showBackupJson, showBackupLines } from './backup-catalog-format.ts';
@@ -266,7 +267,8 @@ export async function runDelete(ctx: CliContext, name: string, query: string): P
   if (!server) return 1;
   const backup = await resolveBackup(server, query);
   const out = new Messages(ctx);
-  const deleted = await deleteBackup(server, backup.backupId, { messages: out });
+  const hooks = ServerHooks.forServer(server, { configFile: ctx.config.file, logger: ctx.logger });
+  const deleted = await deleteBackup(server, backup.backupId, { messages: out, hooks });
   if (deleted) ctx.logger.info({ server: server.name, backup: backup.backupId }, 'backup deleted');
   else out.error(`Cannot delete backup (${server.name} ${backup.backupId})`);
   return out.finish();

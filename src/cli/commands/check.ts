@@ -1,4 +1,5 @@
 import { checkJsonKey, checkServer, type ServerCheckReport } from '../../checks/server-checks.ts';
+import { ServerHooks } from '../../hooks/server-hooks.ts';
 import { CliError, type CliContext } from '../context.ts';
 
 // `barkeep check [--nagios] [--check-timeout S] SERVER...|all`: console output
@@ -19,7 +20,7 @@ export async function runCheck(ctx: CliContext, names: string[], opts: CheckOpti
     throw new CliError(`--check-timeout '${opts.checkTimeout}': use a whole number of seconds (0 disables the limit)`);
   }
   const servers = ctx.selectServers(names, { allowInactive: true, allowDisabled: true });
-  const reports = await Promise.all(servers.map((s) => checkServer(s, timeout)));
+  const reports = await Promise.all(servers.map((s) => checkServer(s, timeout, ServerHooks.forServer(s, { configFile: ctx.config.file, logger: ctx.logger }))));
   for (const r of reports) {
     const failed = r.checks.filter((c) => !c.ok).map((c) => c.name);
     ctx.logger.info({ server: r.server, failed }, failed.length ? 'check failed' : 'check passed');

@@ -1,5 +1,6 @@
 import { Option } from 'commander';
 import { BackupNotFoundError } from '../../catalog/catalog.ts';
+import { ServerHooks } from '../../hooks/server-hooks.ts';
 import { recover, RecoveryError, type RecoverOptions } from '../../recovery/recover.ts';
 import { formatRecoveryReport } from '../../recovery/recovery-report.ts';
 import { RestoreCopyError } from '../../recovery/copy/restore-copy.ts';
@@ -125,6 +126,21 @@ export async function runRecover(ctx: CliContext, serverName: string, backupQuer
       recoveryOptionPort: whole(opts.recoveryOptionPort, '--recovery-option-port', 1),
       configFile: ctx.opts.config ?? null,
       networkCompression: opts.networkCompression ?? server.settings.network_compression ?? null,
+      hooks: ServerHooks.forServer(server, { configFile: ctx.config.file, logger: ctx.logger }),
+      // What Barman's cli passes on to its recovery hooks, as given (target_tli as a number when it is one).
+      hookOptions: {
+        target_tli: opts.targetTli !== undefined && /^\d+$/.test(opts.targetTli) ? Number(opts.targetTli) : opts.targetTli,
+        target_time: opts.targetTime,
+        target_xid: opts.targetXid,
+        target_lsn: opts.targetLsn,
+        target_name: opts.targetName,
+        target_immediate: opts.targetImmediate,
+        exclusive: opts.exclusive,
+        target_action: opts.targetAction,
+        standby_mode: opts.standbyMode,
+        recovery_conf_filename: opts.recoveryConfFilename,
+        recovery_option_port: opts.recoveryOptionPort,
+      },
     };
     const json = ctx.opts.format === 'json';
     const summary = await recover(recoverOpts, {

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, Option } from 'commander';
 import type { ServerConfig } from '../../config/load.ts';
+import { ServerHooks } from '../../hooks/server-hooks.ts';
 import { ArchiveConfigError, archiveWal, type ArchiveEvent } from '../../wal/archiver.ts';
 import { checkWalName, GetWalError, peekWals, sendWal } from '../../wal/get-wal.ts';
 import { putWal, PutWalError } from '../../wal/put-wal.ts';
@@ -87,6 +88,9 @@ export async function runArchiveWal(ctx: CliContext, name: string): Promise<numb
         ctx.error(`Cannot archive ${r.failure.name} from ${r.source} for server ${server.name}: ${r.failure.message}`);
         ctx.logger.error({ server: server.name, wal: r.failure.name, error: r.failure.message }, 'archive-wal failed');
       }
+      if (r.hookStop) {
+        ctx.warning(`Archiving of ${server.name}/${r.hookStop.name} aborted by pre_archive_retry_script: ${r.hookStop.message}`);
+      }
       if (r.unknown.length > 0) {
         ctx.print(`Some unknown objects have been found while processing xlog segments for ${server.name}. Objects moved to errors directory:`);
         for (const u of r.unknown) ctx.print(`\t${u.name}`);
@@ -96,7 +100,7 @@ export async function runArchiveWal(ctx: CliContext, name: string): Promise<numb
   };
   let result;
   try {
-    result = await archiveWal(server, { onEvent });
+    result = await archiveWal(server, { onEvent, hooks: ServerHooks.forServer(server, { configFile: ctx.config.file, logger: ctx.logger }) });
   } catch (err) {
     if (err instanceof ArchiveConfigError) throw new CliError(err.message);
     throw err;
