@@ -251,7 +251,7 @@ class CheckCache {
 }
 
 /** The check results plus the receiver task's own state: a receiver retrying in a loop fails /health. */
-function withReceiver(results: CheckResult[], task: ServerTaskState | undefined): CheckResult[] {
+export function withReceiver(results: CheckResult[], task: ServerTaskState | undefined): CheckResult[] {
   if (task?.receiver.phase !== 'retrying') return results;
   const { lastError, restarts } = task.receiver;
   const why = lastError ? `retrying after: ${lastError}` : 'retrying';
@@ -262,7 +262,7 @@ function withReceiver(results: CheckResult[], task: ServerTaskState | undefined)
  * Hints are for operators, and /health may be read by anything that reaches the
  * port: a connection string quoted in an error message loses its password here.
  */
-function scrub(text: string, servers: readonly ServerConfig[]): string {
+export function scrub(text: string, servers: readonly ServerConfig[]): string {
   let out = text;
   for (const server of servers) {
     for (const conninfo of [server.settings.conninfo, server.settings.streaming_conninfo]) {

@@ -30,6 +30,7 @@ import type { Logger } from '../log.ts';
 import { ensureDir, listDirOrEmpty, pathExists, unlinkDurable } from '../util/durable-fs.ts';
 import { prettySize } from '../util/human.ts';
 import { type ArchiveEvent, type ArchiveQueueReport, archiveWal } from '../wal/archiver.ts';
+import { failInterruptedBackups } from './interrupted-backups.ts';
 
 export type MaintenanceStep = 'archive-wal' | 'check-backup' | 'retention';
 
@@ -286,14 +287,25 @@ function archiveLines(pass: Pass, e: ArchiveEvent): void {
 // ------------------------------------------------------------------ check-backup
 
 /**
- * Every WAITING_FOR_WALS backup, oldest first (Barman checks only the oldest per
+ * EMPTY or STARTED backups nothing is taking any more become FAILED (interrupted-backups.ts); then
+ * every WAITING_FOR_WALS backup, oldest first (Barman checks only the oldest per
  * run; inline checks are cheap, and a later backup need not wait for the next pass).
  */
 async function checkStep(pass: Pass, report: CheckStepReport): Promise<void> {
   const { server } = pass;
+  const problems: string[] = [];
+  // First the EMPTY/STARTED backups whose process is gone (barkeep's addition: Barman leaves them so).
+  try {
+    for (const b of await failInterruptedBackups(server)) {
+      report.backups.push({ backupId: b.backupId, previous: b.previous, status: 'FAILED', error: b.error });
+      pass.log.error({ backup: b.backupId, error: b.error }, `backup ${b.backupId} is now FAILED`);
+      pass.say('error', `Backup ${b.backupId} of server ${server.name} has been marked as FAILED: ${b.error}`);
+    }
+  } catch (err) {
+    problems.push(`interrupted backups: ${errorText(err)}`);
+  }
   const catalog = await listBackups(server.paths);
   for (const w of catalog.warnings) pass.log.warn({ warning: w }, 'backup catalog');
-  const problems: string[] = [];
   for (const b of catalog.backups.filter((x) => x.info.status === 'WAITING_FOR_WALS')) {
     pass.say('info', `Starting check-backup for backup ${b.backupId} of server ${server.name}`);
     const entry: CheckedBackup = { backupId: b.backupId, previous: b.info.status, status: b.info.status, error: null };

@@ -9,16 +9,22 @@ import cron, { type ScheduledTask } from 'node-cron';
 import { STATUS_COPY_DONE } from '../catalog/backup-info.ts';
 import { listBackups } from '../catalog/catalog.ts';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
+import { checkServer, type CheckResult } from '../checks/server-checks.ts';
 import type { ServerConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 import { ensureDir } from '../util/durable-fs.ts';
 import { runReceiver } from '../wal/receiver.ts';
+import type { CheckWatch } from './check-notify.ts';
 import type { ServerTaskState } from './daemon-state.ts';
+import { scrub, withReceiver } from './http-server.ts';
+import { failInterruptedBackups } from './interrupted-backups.ts';
 import { maintenancePass } from './maintenance.ts';
 
 const MAINTENANCE_EVERY_MS = 60_000;
 const BACKOFF_MIN_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
+/** With notify_command, how long the first run of the checks waits for the receiver to stream. */
+const FIRST_CHECK_WAIT_MS = 30_000;
 
 // dist/daemon/server-tasks.js -> dist/cli/bin.js: scheduled backups run the
 // `backup` command itself, in a child process, so a crash there cannot take
@@ -30,8 +36,10 @@ export interface ServerTasksOptions {
   logger: Logger;
   /** The -c given to the daemon, passed on to the backup command. */
   configFile: string | null;
-  /** For tests: the maintenance period. */
+  /** For tests: the maintenance period (also the period of the checks when notify_command is set). */
   maintenanceEveryMs?: number;
+  /** The server's check state and notifications, kept by the supervisor across reloads. */
+  watch?: CheckWatch;
 }
 
 export class ServerTasks {
@@ -43,8 +51,11 @@ export class ServerTasks {
   #receiverDone: Promise<void> = Promise.resolve();
   #maintenanceTimer: NodeJS.Timeout | null = null;
   #maintenanceRunning: Promise<void> | null = null;
+  #checkTimer: NodeJS.Timeout | null = null;
   #schedule: ScheduledTask | null = null;
   #backupChild: ChildProcess | null = null;
+  /** Scheduled backups until they have fully ended (an interrupted one marked FAILED). */
+  readonly #backupRuns = new Set<Promise<void>>();
   #releaseReceiverLock: (() => Promise<void>) | null = null;
 
   constructor(opts: ServerTasksOptions) {
@@ -69,24 +80,30 @@ export class ServerTasks {
     const every = this.#opts.maintenanceEveryMs ?? MAINTENANCE_EVERY_MS;
     // First pass soon after start: a restart must not wait a minute to archive.
     this.#maintenanceTimer = setTimeout(() => this.#maintenanceLoop(every), Math.min(every, 2000));
+    // With notify_command, the checks run on the daemon's clock, whether or not anything scrapes /health.
+    if (s.notify_command && this.#opts.watch) this.#checkTimer = setTimeout(() => this.#firstCheck(every, Date.now()), Math.min(every, 2000));
     if (s.backup_schedule) {
       this.#schedule = cron.schedule(s.backup_schedule, () => this.#scheduledBackup(), { name: `${this.server.name}-backup`, noOverlap: true });
       this.#log.info({ schedule: s.backup_schedule }, 'backup schedule armed');
     }
   }
 
-  /** Stops every task; a running scheduled backup gets `graceMs` to finish, then SIGTERM (it marks itself FAILED). */
+  /** Stops every task; a running scheduled backup gets `graceMs` to finish, then SIGTERM, and is marked FAILED. */
   async stop(graceMs = 0): Promise<void> {
     this.#abort.abort();
     if (this.#maintenanceTimer) clearTimeout(this.#maintenanceTimer);
+    if (this.#checkTimer) clearTimeout(this.#checkTimer);
     await this.#schedule?.destroy();
     const child = this.#backupChild;
-    if (child && child.exitCode === null) {
+    if (child && child.exitCode === null && child.signalCode === null) {
       const exited = new Promise<void>((r) => child.once('exit', () => r()));
       const timer = setTimeout(() => child.kill('SIGTERM'), graceMs);
       await exited;
       clearTimeout(timer);
     }
+    await Promise.allSettled([...this.#backupRuns]);
+    // A check run only reads; it may wait on an unreachable PostgreSQL up to check_timeout: not awaited
+    // (its results are dropped once stopped).
     await Promise.allSettled([this.#receiverDone, this.#maintenanceRunning]);
     await this.#releaseReceiverLock?.();
     this.#state.receiver.phase = this.server.settings.streaming_archiver ? 'stopped' : 'off';
@@ -164,6 +181,52 @@ export class ServerTasks {
   }
 
   /**
+   * The first run waits for the receiver to stream (up to FIRST_CHECK_WAIT_MS): a daemon
+   * just started has no active slot yet, which is not news. A receiver that cannot
+   * stream by then is.
+   */
+  #firstCheck(every: number, since: number): void {
+    if (this.#abort.signal.aborted) return;
+    const waiting = this.server.settings.streaming_archiver && this.#state.receiver.phase !== 'streaming';
+    if (waiting && Date.now() - since < FIRST_CHECK_WAIT_MS) {
+      this.#checkTimer = setTimeout(() => this.#firstCheck(every, since), 500);
+      return;
+    }
+    this.#checkLoop(every);
+  }
+
+  #checkLoop(every: number): void {
+    if (this.#abort.signal.aborted) return;
+    void this.#checkOnce().finally(() => {
+      if (!this.#abort.signal.aborted) this.#checkTimer = setTimeout(() => this.#checkLoop(every), every);
+    });
+  }
+
+  /** One run of the server's checks, as /health sees them; the flips go to notify_command. */
+  async #checkOnce(): Promise<void> {
+    // checkServer bounds itself by check_timeout; the backstop is for a run that ignores it, which would
+    // otherwise silence the notifications for good.
+    const limit = this.server.settings.check_timeout;
+    const backstopMs = (limit !== null && limit > 0 ? limit + 15 : 300) * 1000;
+    let timer: NodeJS.Timeout | undefined;
+    const hung = new Promise<CheckResult[]>((resolve) => {
+      timer = setTimeout(() => resolve([{ name: 'check timeout', ok: false, hint: `checks did not return within ${backstopMs / 1000} seconds` }]), backstopMs);
+    });
+    let results: CheckResult[];
+    try {
+      results = await Promise.race([checkServer(this.server).then((r) => r.checks), hung]);
+    } catch (err) {
+      results = [{ name: 'checks', ok: false, hint: `checks could not run: ${(err as Error).message}` }];
+    } finally {
+      clearTimeout(timer);
+    }
+    // Stopping: the receiver is going away, and its checks with it; that is no news.
+    if (this.#abort.signal.aborted) return;
+    const shown = withReceiver(results, this.#state).map((c) => ({ ...c, hint: scrub(c.hint, [this.server]) }));
+    this.#opts.watch!.observe(shown);
+  }
+
+  /**
    * After a restore or a failover the server streams on a new timeline, and
    * the old backups cannot reach it: backups would silently stop covering
    * the database. A fresh one is taken as soon as streaming works again.
@@ -181,7 +244,14 @@ export class ServerTasks {
     }
   }
 
-  async #scheduledBackup(reason = 'backup_schedule'): Promise<void> {
+  #scheduledBackup(reason = 'backup_schedule'): Promise<void> {
+    if (this.#abort.signal.aborted) return Promise.resolve();
+    const run = this.#runBackup(reason).finally(() => this.#backupRuns.delete(run));
+    this.#backupRuns.add(run);
+    return run;
+  }
+
+  async #runBackup(reason: string): Promise<void> {
     const sch = this.#state.schedule;
     const owner = await readLockOwner(serverLockPath(this.server.paths.lockDirectory, this.server.name, 'backup')).catch(() => null);
     if (owner?.live || this.#backupChild) {
@@ -202,19 +272,28 @@ export class ServerTasks {
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
-    const code = await new Promise<number | null>((resolve) => {
+    const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.once('error', (err) => {
         output += err.message;
-        resolve(null);
+        resolve({ code: null, signal: null });
       });
-      child.once('exit', (c) => resolve(c));
+      child.once('exit', (c, sig) => resolve({ code: c, signal: sig }));
     });
+    if (code !== 0) {
+      // A backup process that dies (the daemon stopping it, the OOM killer...) cannot mark its backup FAILED itself.
+      const why = signal ? (this.#abort.signal.aborted ? `the daemon stopped and ended it (${signal})` : `its process was killed (${signal})`) : `its process exited with code ${code}`;
+      const interrupted = await failInterruptedBackups(this.server, why).catch((err: Error) => {
+        this.#log.error({ err }, 'could not mark the interrupted backup FAILED');
+        return [];
+      });
+      for (const b of interrupted) this.#log.error({ backupId: b.backupId, error: b.error }, `backup ${b.backupId} marked FAILED: ${b.error}`);
+    }
     this.#backupChild = null;
     sch.running = false;
     sch.lastOutcome = code === 0 ? 'ok' : 'failed';
     sch.lastMessage = output.trim().split('\n').slice(-3).join(' | ') || null;
     if (code === 0) this.#log.info({ output }, 'scheduled backup finished');
-    else this.#log.error({ code, output }, 'scheduled backup failed');
+    else this.#log.error({ code, signal, output }, 'scheduled backup failed');
   }
 
   #sleep(ms: number): Promise<void> {

@@ -3,18 +3,24 @@
 // server's tasks (server-tasks.ts), serves /metrics and /health on
 // http_listen, and reloads on SIGHUP: servers added, removed or changed are
 // started, stopped or restarted, the others keep running; an invalid new
-// configuration is logged and the running one stays.
+// configuration is logged and the running one stays. With notify_command, a
+// check that flips from OK to FAILED or back runs it (check-notify.ts); the
+// checks' state outlives a reload, so a reload does not repeat a notification.
 import { tryAcquireLock, type LockHandle } from '../catalog/locks.ts';
 import { daemonLockPath } from '../checks/daemon-checks.ts';
 import { checkServer } from '../checks/server-checks.ts';
 import { allIssues, formatIssue, loadConfig, type Config, type ServerConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 import { ensureDir } from '../util/durable-fs.ts';
+import { CheckWatch } from './check-notify.ts';
 import type { ServerTaskState } from './daemon-state.ts';
 import { startHttpServer, type HttpServerHandle } from './http-server.ts';
 import { ServerTasks } from './server-tasks.ts';
 
 export class DaemonRefused extends Error {}
+
+/** On stop, how long a running notify_command may take before it is ended (the daemon stops within 10 s). */
+const NOTIFY_STOP_GRACE_MS = 3000;
 
 export interface SupervisorOptions {
   configFile: string | null;
@@ -30,6 +36,7 @@ export class Supervisor {
   #lock: LockHandle | null = null;
   #http: HttpServerHandle | null = null;
   readonly #tasks = new Map<string, { tasks: ServerTasks; fingerprint: string }>();
+  readonly #watches = new Map<string, CheckWatch>();
 
   constructor(opts: SupervisorOptions) {
     this.#opts = opts;
@@ -82,6 +89,10 @@ export class Supervisor {
       if (!s) {
         await entry.tasks.stop();
         this.#tasks.delete(name);
+        // Its notifications in flight may finish; nothing new comes for it.
+        const watch = this.#watches.get(name);
+        this.#watches.delete(name);
+        void watch?.notifier.stop(NOTIFY_STOP_GRACE_MS);
         result.removed.push(name);
       } else if (fingerprint(s) !== entry.fingerprint) {
         await entry.tasks.stop();
@@ -111,8 +122,12 @@ export class Supervisor {
   async stop(graceMs = 0): Promise<void> {
     await this.#http?.close().catch(() => undefined);
     this.#http = null;
-    await Promise.allSettled([...this.#tasks.values()].map((e) => e.tasks.stop(graceMs)));
+    await Promise.allSettled([
+      ...[...this.#tasks.values()].map((e) => e.tasks.stop(graceMs)),
+      ...[...this.#watches.values()].map((w) => w.notifier.stop(NOTIFY_STOP_GRACE_MS)),
+    ]);
     this.#tasks.clear();
+    this.#watches.clear();
     await this.#lock?.release();
     this.#lock = null;
   }
@@ -128,10 +143,24 @@ export class Supervisor {
   }
 
   async #startServer(server: ServerConfig): Promise<void> {
+    let watch = this.#watches.get(server.name);
+    if (watch && !server.settings.notify_command) {
+      // Without notify_command its checks do not run: what they said last would be stale when it comes back.
+      this.#watches.delete(server.name);
+      void watch.notifier.stop(NOTIFY_STOP_GRACE_MS);
+      watch = undefined;
+    }
+    if (!watch && server.settings.notify_command) {
+      const name = server.name;
+      // The command of the configuration in force when the notification is sent.
+      watch = new CheckWatch(name, () => this.#config.servers.get(name)?.settings.notify_command ?? null, this.#opts.logger);
+      this.#watches.set(name, watch);
+    }
     const tasks = new ServerTasks({
       server,
       logger: this.#opts.logger,
       configFile: this.#opts.configFile,
+      ...(watch ? { watch } : {}),
       ...(this.#opts.maintenanceEveryMs !== undefined ? { maintenanceEveryMs: this.#opts.maintenanceEveryMs } : {}),
     });
     this.#tasks.set(server.name, { tasks, fingerprint: fingerprint(server) });

@@ -1,41 +1,19 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { barkeepServer, switchWal, waitFor, type BarkeepServer } from '../support/barkeep-server.ts';
-import { BARKEEP_BIN } from '../support/cli.ts';
 import { freePort } from '../support/free-port.ts';
 import { startCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { makeTempDir } from '../support/tmp.ts';
 import { giveToPostgres, startRestored, type RestoredServer } from '../recovery/restored-server.ts';
+import { get, logFile as confLogFile, serverSection, startDaemon as startWith, step, type Daemon } from './daemon-support.ts';
 
 // `barkeep daemon` as a user runs it: one process streaming WAL over a slot it
 // creates, a backup from backup_schedule, the minute maintenance pass (here
 // every 2 s), /health and /metrics, SIGHUP reloads, and a clean SIGTERM.
 
-interface Daemon {
-  child: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
 function startDaemon(server: BarkeepServer): Daemon {
-  const child = spawn(process.execPath, [BARKEEP_BIN, '-c', server.conf, 'daemon'], {
-    env: { ...server.env, BARKEEP_MAINTENANCE_EVERY_MS: '2000' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output: () => out, exited };
-}
-
-const step = (what: string) => process.stderr.write(`[daemon test ${new Date().toISOString()}] ${what}\n`);
-
-async function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  const r = await fetch(`http://127.0.0.1:${port}${path}`);
-  return { status: r.status, body: await r.text() };
+  return startWith(server.conf, server.env);
 }
 
 describe('barkeep daemon (PostgreSQL 15)', () => {
@@ -160,10 +138,5 @@ describe('barkeep daemon after a restore and promotion (PostgreSQL 15)', () => {
 });
 
 function logFile(server: BarkeepServer): string {
-  return /log_file = (.*)\n/.exec(readFileSync(server.conf, 'utf8'))![1]!;
-}
-
-/** The [pg] section's lines of a configuration written by barkeepServer. */
-function serverSection(conf: string): string {
-  return conf.slice(conf.indexOf('[pg]\n') + '[pg]\n'.length).split('\n[')[0]!;
+  return confLogFile(server.conf);
 }

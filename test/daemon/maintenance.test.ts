@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listBackups, loadBackup, writeKeepAnnotation } from '../../src/catalog/catalog.ts';
+import { newBackupInfo } from '../../src/catalog/backup-info.ts';
 import { metaBackupInfoPath } from '../../src/catalog/layout.ts';
 import { serverLockPath, tryAcquireLock } from '../../src/catalog/locks.ts';
 import { loadConfigFile, type ServerConfig } from '../../src/config/load.ts';
@@ -301,5 +302,47 @@ describe('failing steps (crafted catalogs)', () => {
     expect(retentionStep(r2).notDeleted.map((n) => n.backupId)).toEqual(['20240101T000000', '20240102T000000']);
     expect(retentionStep(r2).notDeleted[0]!.reason).toContain(metaBackupInfoPath(other.paths, '20240101T120000'));
     expect(xlogDbNames(other)).toEqual(range(1, 8));
+  });
+});
+
+describe('interrupted backups (crafted catalogs)', () => {
+  it('a STARTED or EMPTY backup whose process is gone becomes FAILED; one whose process still holds the backup lock is left alone', async () => {
+    const cat = await makeCatalog({});
+    await addBackup(cat.server, '20240101T000000', backupInfo({ begin_wal: seg(2), end_wal: seg(3) }));
+    await addBackup(cat.server, '20240102T000000', newBackupInfo({ status: 'STARTED', server_name: 'pg', begin_time: '2024-01-02 00:00:00+00:00' }));
+    // EMPTY: killed while its pre-backup hook scripts ran.
+    await addBackup(cat.server, '20240103T000000', newBackupInfo({ status: 'EMPTY', server_name: 'pg', begin_time: '2024-01-03 00:00:00+00:00' }));
+    addWals(cat.server, range(1, 4));
+
+    // A live `barkeep backup` holds the backup lock: its STARTED backup is in progress.
+    const backupLock = await tryAcquireLock(serverLockPath(cat.server.paths.lockDirectory, 'pg', 'backup'));
+    try {
+      const report = await maintenancePass(cat.server, { logger: memoryLogger().logger });
+      expect(checkStep(report).backups).toEqual([]);
+      expect((await loadBackup(cat.server.paths, '20240102T000000'))!.info.status).toBe('STARTED');
+      expect((await loadBackup(cat.server.paths, '20240103T000000'))!.info.status).toBe('EMPTY');
+    } finally {
+      if (!backupLock.busy) await backupLock.release();
+    }
+
+    // The lock is left behind by a dead process (a daemon killed with its backup): the backup failed.
+    writeFileSync(serverLockPath(cat.server.paths.lockDirectory, 'pg', 'backup'), '2147483646\n1\n');
+    const { logger, entries } = memoryLogger();
+    const report = await maintenancePass(cat.server, { logger });
+    expect(checkStep(report)).toMatchObject({
+      outcome: 'ok',
+      backups: [
+        { backupId: '20240102T000000', previous: 'STARTED', status: 'FAILED' },
+        { backupId: '20240103T000000', previous: 'EMPTY', status: 'FAILED' },
+      ],
+    });
+    const info = (await loadBackup(cat.server.paths, '20240102T000000'))!.info;
+    expect(info).toMatchObject({ status: 'FAILED', error: 'failure: interrupted, the backup process is gone (killed or crashed)' });
+    expect(info.end_time).not.toBeNull();
+    expect(report.messages).toContainEqual({ level: 'error', text: `Backup 20240102T000000 of server pg has been marked as FAILED: ${info.error}` });
+    expect(entries.some((e) => e['msg'] === 'backup 20240102T000000 is now FAILED')).toBe(true);
+    const list = (await cat.run(['list-backup', 'pg'])).stdout;
+    expect(list).toContain('pg 20240102T000000 - FAILED');
+    expect(list).toContain('pg 20240103T000000 - FAILED');
   });
 });
