@@ -17,6 +17,7 @@
 import { basename, dirname } from 'node:path';
 import { refreshBackupStatus } from '../backup/check-backup.ts';
 import { deleteBackup } from '../backup/delete-backup.ts';
+import type { ServerHooks } from '../hooks/server-hooks.ts';
 import { retentionStatusOf } from '../backup/retention.ts';
 import { serverRetentionReport } from '../backup/server-retention.ts';
 import { type BackupStatus, STATUS_COPY_DONE } from '../catalog/backup-info.ts';
@@ -127,6 +128,8 @@ export interface MaintenanceOptions {
   /** Injected clock for the retention policy (tests, dry runs); default: now. */
   now?: Date;
   onEvent?: (e: MaintenanceEvent) => void;
+  /** The server's hook scripts (archive and WAL-delete hooks per file, delete hooks per backup). */
+  hooks?: ServerHooks | null;
 }
 
 const STEP_TITLE: Record<MaintenanceStep, string> = {
@@ -140,6 +143,7 @@ interface Pass {
   server: ServerConfig;
   now: Date;
   log: Logger;
+  hooks: ServerHooks | null;
   say(level: MessageLevel, text: string): void;
 }
 
@@ -152,6 +156,7 @@ export async function maintenancePass(server: ServerConfig, opts: MaintenanceOpt
     server,
     now,
     log,
+    hooks: opts.hooks ?? null,
     say(level, text) {
       report.messages.push({ level, text });
       if (level === 'warning') log.warn(text);
@@ -235,7 +240,7 @@ async function archiveStep(pass: Pass, report: ArchiveStepReport): Promise<void>
   const running = await readLockOwner(lockPath);
   // Barman announces the run once it knows no other archive-wal holds the lock.
   if (!running?.live) pass.say('info', `Starting WAL archiving for server ${server.name}`);
-  const result = running?.live ? { busy: true as const, pid: running.pid } : await archiveWal(server, { onEvent: (e) => archiveLines(pass, e) });
+  const result = running?.live ? { busy: true as const, pid: running.pid } : await archiveWal(server, { onEvent: (e) => archiveLines(pass, e), hooks: pass.hooks });
   if (result.busy) {
     report.outcome = 'skipped';
     report.message = `archive-wal is running (PID ${result.pid})`;
@@ -436,6 +441,7 @@ async function deleteObsolete(pass: Pass, id: string, reason: string, unreadable
   pass.say('info', `Enforcing retention policy: removing backup ${id} for server ${server.name}`);
   const done = await deleteBackup(server, id, {
     skipWalCleanupIfStandalone: false,
+    hooks: pass.hooks,
     messages: {
       info: (l) => pass.say('info', l),
       warning: (l) => {

@@ -10,7 +10,8 @@ import { STATUS_COPY_DONE } from '../catalog/backup-info.ts';
 import { listBackups } from '../catalog/catalog.ts';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
 import { checkServer, type CheckResult } from '../checks/server-checks.ts';
-import type { ServerConfig } from '../config/load.ts';
+import { locateConfigFile, type ServerConfig } from '../config/load.ts';
+import { ServerHooks } from '../hooks/server-hooks.ts';
 import type { Logger } from '../log.ts';
 import { ensureDir } from '../util/durable-fs.ts';
 import { runReceiver } from '../wal/receiver.ts';
@@ -169,7 +170,9 @@ export class ServerTasks {
   async #maintenanceOnce(): Promise<void> {
     const m = this.#state.maintenance;
     try {
-      const report = await maintenancePass(this.server, { logger: this.#log });
+      // The daemon's stop ends a retry hook loop (and the script) instead of waiting for it.
+      const hooks = ServerHooks.forServer(this.server, { configFile: this.#opts.configFile ?? locateConfigFile(), logger: this.#log, signal: this.#abort.signal });
+      const report = await maintenancePass(this.server, { logger: this.#log, hooks });
       m.lastOutcome = report.outcome;
       m.lastMessage = report.message || null;
     } catch (err) {

@@ -133,4 +133,17 @@ describe('delete hooks', () => {
     expect(xlogDbNames(server)).toEqual(range(5, 12));
     expect(walFilesOnDisk(server)).toEqual(range(5, 12));
   });
+  it("run when retention deletes a backup in `barkeep cron`'s maintenance pass", async () => {
+    const dir = makeTempDir('cron-delete-hooks');
+    const ok = recorder(dir);
+    const cat = await twoBackups({ retention_policy: 'REDUNDANCY 1', pre_delete_script: ok, post_delete_script: ok, post_wal_delete_script: ok });
+    const r = await cat.run(['cron']);
+    expect(r.stdout + r.stderr).toContain('Enforcing retention policy: removing backup 20240101T000000 for server pg');
+    expect((await listBackups(cat.server.paths)).backups.map((b) => b.backupId)).toEqual(['20240103T000000']);
+    const order = readFileSync(join(dir, 'order'), 'utf8').split('\n').filter((l) => l !== '');
+    expect(order[0]).toBe('pre delete_script ');
+    expect(order.at(-1)).toBe('post delete_script ');
+    expect(order).toContain(`post wal_delete_script ${seg(1)}`);
+    expect(envFile(dir, 'post-delete_script')).toMatchObject({ BARMAN_BACKUP_ID: '20240101T000000', BARMAN_PHASE: 'post' });
+  });
 });

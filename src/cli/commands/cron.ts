@@ -1,4 +1,5 @@
 import { maintenancePass, type MaintenanceEvent, type MaintenanceReport } from '../../daemon/maintenance.ts';
+import { ServerHooks } from '../../hooks/server-hooks.ts';
 import type { CommandHost } from '../command-host.ts';
 import type { CliContext } from '../context.ts';
 
@@ -31,7 +32,8 @@ export async function runCron(ctx: CliContext): Promise<number> {
   let failed = false;
   for (const server of servers) {
     try {
-      const report = await maintenancePass(server, { logger: ctx.logger, ...(json ? {} : { onEvent: (e: MaintenanceEvent) => show(ctx, e) }) });
+      const hooks = ServerHooks.forServer(server, { configFile: ctx.config.file, logger: ctx.logger });
+      const report = await maintenancePass(server, { logger: ctx.logger, hooks, ...(json ? {} : { onEvent: (e: MaintenanceEvent) => show(ctx, e) }) });
       // From the report, not from what was printed: -f json prints no messages.
       if (report.outcome === 'failed' || report.messages.some((m) => m.level === 'error')) failed = true;
       doc[server.name] = report;
