@@ -39,6 +39,12 @@ export interface BackupRequest {
   bwlimit?: number;
   onProgress?: (done: number, total: number) => void;
   /**
+   * Ends the backup early (SIGTERM, Ctrl-C): the copy is cut, and the backup is FAILED
+   * with 'interrupted (<reason>)' instead of being left STARTED for the next
+   * maintenance pass to find.
+   */
+  signal?: AbortSignal;
+  /**
    * The server's hook scripts: the pre-backup ones run here, once the backup has its ID
    * and an EMPTY backup.info (as in Barman); the caller runs the post ones when the
    * backup has its final status.
@@ -138,13 +144,13 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
         result = await copy(server, req, backupId, dir, state, layout, facts.version, facts.clusterSize);
         break;
       } catch (e) {
-        if (attempt >= retries) throw e;
+        if (attempt >= retries || req.signal?.aborted) throw e;
         const sleep = req.retrySleep ?? s.basebackup_retry_sleep ?? 30;
         print(`Copy of the backup failed (${describePgError(e)}): retrying in ${sleep} seconds (${attempt + 1}/${retries})`);
         log.warn({ err: describePgError(e), attempt: attempt + 1 }, 'backup copy failed, retrying');
         rmSync(dir, { recursive: true, force: true });
         await ensureDir(dir);
-        await new Promise((r) => setTimeout(r, sleep * 1000));
+        await abortableSleep(sleep * 1000, req.signal);
       }
     }
     const copySeconds = (Date.now() - copyStart) / 1000;
@@ -184,7 +190,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     log.info({ backupId, size: info.size, begin_wal: info.begin_wal, end_wal: info.end_wal }, 'backup copy complete');
     return { backupId, info, infoPath };
   } catch (e) {
-    const message = describePgError(e);
+    const message = req.signal?.aborted ? `interrupted (${String(req.signal.reason ?? 'aborted')})` : describePgError(e);
     info.status = 'FAILED';
     info.error = `failure ${step} (${message})`;
     info.end_time = formatBackupTime(new Date());
@@ -233,8 +239,14 @@ function backupLayout(server: ServerConfig): Layout {
 
 async function copy(server: ServerConfig, req: BackupRequest, backupId: string, dir: string, state: SinkState, layout: Layout, serverVersion: number, estimatedBytes: number) {
   const s = server.settings;
+  req.signal?.throwIfAborted();
   const repl = await connectReplication(s.streaming_conninfo!, { applicationName: s.streaming_backup_name ?? 'barman_streaming_backup' });
+  // Cutting the connection makes BASE_BACKUP fail at once; PostgreSQL ends its side.
+  const cut = () => repl.connection.stream.destroy();
+  req.signal?.addEventListener('abort', cut, { once: true });
   try {
+    // A signal that came while connecting has no connection to cut yet.
+    req.signal?.throwIfAborted();
     // zstd compresses several chunks at once: Barman's backup_compression_workers, else the cores (up to 4).
     const parallel = s.backup_compression_workers || Math.min(4, availableParallelism());
     const sink = layout.format === 'plain' ? plainSink(dir, state) : tarSink(dir, state, layout.clientCompression, layout.level, parallel);
@@ -258,8 +270,24 @@ async function copy(server: ServerConfig, req: BackupRequest, backupId: string, 
       throw e;
     });
   } finally {
+    req.signal?.removeEventListener('abort', cut);
     await closeQuietly(repl);
   }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 async function serverFacts(sql: pg.Client): Promise<ServerFacts> {

@@ -50,6 +50,8 @@ describe('barkeep daemon (PostgreSQL 15)', () => {
     step('// The slot is created');
     // The slot is created and WAL streams; the maintenance pass archives it.
     await waitFor('streaming', async () => (await server.run(['check', 'pg'])).stdout.includes('receive-wal running: OK'), 30_000);
+    // On a fresh barman_home the receiver starts right the first time: no error, no restart.
+    expect(readFileSync(logFile(server), 'utf8')).not.toMatch(/"level":50|the WAL receiver stopped/);
     await switchWal(cluster);
     // list-backup shows a status only when it is not DONE.
     await waitFor('a scheduled backup DONE', async () => /^pg \d{8}T\d{6} - \w{3} .* - Size: [^\n]*B\n$/m.test((await server.run(['list-backup', 'pg'])).stdout), 60_000);

@@ -65,16 +65,38 @@ async function runBackup(ctx: CliContext, names: string[], opts: BackupCliOption
   const bwlimit = count(opts.bwlimit, '--bwlimit');
   const waitTimeout = count(opts.waitTimeout, '--wait-timeout') ?? 0;
   let failed = false;
-  for (const server of ctx.selectServers(names)) {
-    if (!(await backupOne(ctx, server, { ...opts, retryTimes, retrySleep, bwlimit, waitTimeout }))) failed = true;
+  const stop = stopOnSignals();
+  try {
+    for (const server of ctx.selectServers(names)) {
+      if (stop.signal.aborted) break;
+      if (!(await backupOne(ctx, server, { ...opts, retryTimes, retrySleep, bwlimit, waitTimeout, signal: stop.signal }))) failed = true;
+    }
+  } finally {
+    stop.dispose();
   }
-  return failed || ctx.hadErrors ? 1 : 0;
+  return failed || ctx.hadErrors || stop.signal.aborted ? 1 : 0;
+}
+
+/**
+ * SIGTERM (the daemon stopping, systemd) or Ctrl-C ends the backup cleanly: the copy
+ * is cut and the backup recorded FAILED with the signal's name, rather than the
+ * process vanishing and leaving it STARTED. A second signal exits at once.
+ */
+function stopOnSignals(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const signals = ['SIGTERM', 'SIGINT'] as const;
+  const handler = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    controller.abort(sig);
+  };
+  for (const sig of signals) process.on(sig, handler);
+  return { signal: controller.signal, dispose: () => signals.forEach((sig) => process.off(sig, handler)) };
 }
 
 async function backupOne(
   ctx: CliContext,
   server: ServerConfig,
-  opts: Omit<BackupCliOptions, 'retryTimes' | 'retrySleep' | 'bwlimit' | 'waitTimeout'> & { retryTimes?: number; retrySleep?: number; bwlimit?: number; waitTimeout: number },
+  opts: Omit<BackupCliOptions, 'retryTimes' | 'retrySleep' | 'bwlimit' | 'waitTimeout'> & { retryTimes?: number; retrySleep?: number; bwlimit?: number; waitTimeout: number; signal: AbortSignal },
 ): Promise<boolean> {
   const hooks = ServerHooks.forServer(server, { configFile: ctx.config.file, logger: ctx.logger });
   const report = await checkServer(server, undefined, hooks);
@@ -101,6 +123,7 @@ async function backupOne(
       ...(opts.retrySleep === undefined ? {} : { retrySleep: opts.retrySleep }),
       ...(opts.bwlimit === undefined ? {} : { bwlimit: opts.bwlimit }),
       onProgress: progress.update,
+      signal: opts.signal,
     });
   } catch (e) {
     progress.clear();
@@ -130,7 +153,13 @@ async function postBackupHooks(hooks: ServerHooks | null, server: ServerConfig, 
   await hooks.post('backup', () => currentBackupHookEnv(server.paths, backupId, backup.info));
 }
 
-async function completeBackup(ctx: CliContext, server: ServerConfig, outcome: BackupOutcome, hooks: ServerHooks | null, opts: { wait?: boolean; waitTimeout: number }): Promise<boolean> {
+async function completeBackup(
+  ctx: CliContext,
+  server: ServerConfig,
+  outcome: BackupOutcome,
+  hooks: ServerHooks | null,
+  opts: { wait?: boolean; waitTimeout: number; signal: AbortSignal },
+): Promise<boolean> {
   const { backupId, info } = outcome;
 
   // Archive what is queued first, so the purge also sees WAL that was still in streaming/.
@@ -150,13 +179,18 @@ async function completeBackup(ctx: CliContext, server: ServerConfig, outcome: Ba
   if (opts.wait && status === 'WAITING_FOR_WALS') {
     ctx.print(`Waiting for the WAL files of backup ${backupId} to be archived (up to ${info.end_wal}${opts.waitTimeout ? `, max: ${opts.waitTimeout} seconds` : ''})`);
     const deadline = opts.waitTimeout ? Date.now() + opts.waitTimeout * 1000 : Infinity;
-    while (status === 'WAITING_FOR_WALS' && Date.now() < deadline) {
+    // A signal ends the wait only: the copy is complete, and the maintenance pass finishes the backup.
+    while (status === 'WAITING_FOR_WALS' && Date.now() < deadline && !opts.signal.aborted) {
       await new Promise((r) => setTimeout(r, 500));
       await archiveWal(server, { hooks }).catch(() => undefined);
       status = await refresh(server, backupId);
     }
     if (status === 'WAITING_FOR_WALS') {
-      ctx.error(`The WAL files of backup ${backupId} were not archived within ${opts.waitTimeout} seconds: it stays WAITING_FOR_WALS`);
+      ctx.error(
+        opts.signal.aborted
+          ? `Interrupted (${String(opts.signal.reason)}) while waiting for the WAL files of backup ${backupId}: it stays WAITING_FOR_WALS until they are archived`
+          : `The WAL files of backup ${backupId} were not archived within ${opts.waitTimeout} seconds: it stays WAITING_FOR_WALS`,
+      );
       return false;
     }
   }
