@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import cron, { type ScheduledTask } from 'node-cron';
 import { STATUS_COPY_DONE } from '../catalog/backup-info.ts';
 import { listBackups } from '../catalog/catalog.ts';
+import { createServerLayout } from '../catalog/layout.ts';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
 import { checkServer, type CheckResult } from '../checks/server-checks.ts';
 import { locateConfigFile, type ServerConfig } from '../config/load.ts';
@@ -115,8 +116,10 @@ export class ServerTasks {
     const lockPath = serverLockPath(this.server.paths.lockDirectory, this.server.name, 'receive-wal');
     let backoff = BACKOFF_MIN_MS;
     while (!this.#abort.signal.aborted) {
-      // The same lock as `receive-wal`: one receiver per server, whoever runs it.
+      // The same lock as `receive-wal`: one receiver per server, whoever runs it. A fresh
+      // barman_home has no server directory yet: the receiver's first writes need it.
       await ensureDir(this.server.paths.lockDirectory);
+      await createServerLayout(this.server.paths);
       const lock = await tryAcquireLock(lockPath);
       if (lock.busy) {
         st.phase = 'retrying';
