@@ -9,8 +9,11 @@ import { fileURLToPath } from 'node:url';
 
 export type Main = (argv: string[]) => Promise<number>;
 
-/** Runs `load()`'s main when Node is new enough; `binUrl` is the calling binary's import.meta.url. */
-export async function runGated(name: string, binUrl: string, load: () => Promise<Main>): Promise<void> {
+/**
+ * Runs `load()`'s main when Node is new enough; `binUrl` is the calling binary's
+ * import.meta.url, `packageRoot` the package's directory relative to it.
+ */
+export async function runGated(name: string, binUrl: string, load: () => Promise<Main>, packageRoot = '../../'): Promise<void> {
   // A reader that stops early (`| head`) is not an error.
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
@@ -24,7 +27,7 @@ export async function runGated(name: string, binUrl: string, load: () => Promise
     process.exitCode = await main(process.argv.slice(2));
     return;
   }
-  const local = fileURLToPath(new URL('../../node_modules/node/bin/node', binUrl));
+  const local = fileURLToPath(new URL(`${packageRoot}node_modules/node/bin/node`, binUrl));
   if (existsSync(local) && !process.env['BARKEEP_REEXEC']) {
     const r = spawnSync(local, [fileURLToPath(binUrl), ...process.argv.slice(2)], {
       stdio: 'inherit',
