@@ -6,10 +6,17 @@
 // boundary, so a damaged catalog hides that server's series and flags it in
 // barkeep_collect_failed instead of failing the scrape.
 //
-// Replication lag against the primary is not exposed: it needs the primary's
-// current WAL position (pg_stat_replication or the keepalive's walEnd), and the
-// receiver does not persist it. What is exposed is the receiver's own received and
-// flushed positions from its state file and the time of its last complete segment.
+// The receiver's figures come from its state file (rewritten at most once a second
+// while they move): its received and flushed positions, and the WAL end of the
+// server it streams from as it last heard it (every XLogData and keepalive message
+// carries it). Lag against that server is reported two ways:
+// - barkeep_receiver_lag_bytes: that WAL end minus the flushed position;
+// - barkeep_receiver_lag_seconds: how long ago, at scrape time, the receiver first
+//   heard of the oldest WAL it has not yet flushed, by its own clock (so clock skew
+//   between the hosts does not enter); 0 when caught up.
+// Both exist only while the receiver streams: a receiver that is reconnecting or
+// stopped hears nothing, and a stale 0 would read as "caught up"; barkeep_receiver_up
+// is 0 then, by the same rule (the daemon's task streaming, and the state file too).
 import { createReadStream } from 'node:fs';
 import { open, stat, statfs } from 'node:fs/promises';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
@@ -64,8 +71,13 @@ interface DiskFigures {
 }
 
 interface ReceiverFigures {
+  /** The state file says streaming (not reconnecting). */
+  streaming: boolean;
   receivedLsn: number | null;
   flushedLsn: number | null;
+  primaryLsn: number | null;
+  /** ms since the epoch, or null when caught up. */
+  behindSince: number | null;
   timeline: number | null;
   gap: boolean;
 }
@@ -155,7 +167,7 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   );
 
   // WAL receiver
-  perServer('barkeep_receiver_up', 'Whether the WAL receiver is streaming', (s) => (s.task ? (s.task.receiver.phase === 'streaming' ? 1 : 0) : null));
+  perServer('barkeep_receiver_up', 'Whether the WAL receiver is streaming', (s) => (s.task ? (isStreaming(s) ? 1 : 0) : null));
   gauge('barkeep_receiver_phase', 'Phase of the WAL receiver task (1 for the current one)', ['server', 'phase'], (snap, set) => {
     for (const s of snap.servers) {
       if (!s.task) continue;
@@ -179,6 +191,16 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   perServer('barkeep_receiver_unflushed_bytes', 'Received WAL not yet fsynced (received minus flushed position)', (s) =>
     s.receiver && s.receiver.receivedLsn !== null && s.receiver.flushedLsn !== null ? Math.max(0, s.receiver.receivedLsn - s.receiver.flushedLsn) : null,
   );
+  perServer('barkeep_receiver_primary_lsn', "The WAL end of the server streamed from, as a byte position, as the receiver last heard it (XLogData and keepalive messages)", (s) => s.receiver?.primaryLsn);
+  perServer('barkeep_receiver_lag_bytes', 'WAL the server has that the receiver has not yet flushed (primary minus flushed position); only while streaming', (s) => {
+    const r = streamingReceiver(s);
+    return r && r.primaryLsn !== null && r.flushedLsn !== null ? Math.max(0, r.primaryLsn - r.flushedLsn) : null;
+  });
+  perServer('barkeep_receiver_lag_seconds', 'Seconds since the receiver first heard of the oldest WAL it has not yet flushed; 0 when caught up; only while streaming', (s, at) => {
+    const r = streamingReceiver(s);
+    if (!r || r.primaryLsn === null) return null;
+    return r.behindSince === null ? 0 : Math.max(0, (at - r.behindSince) / 1000);
+  });
   perServer('barkeep_receiver_timeline', 'Timeline the receiver streams', (s) => s.receiver?.timeline);
   perServer('barkeep_receiver_wal_gap', 'Whether the receiver recorded a WAL gap not yet acknowledged', (s) => (s.receiver ? (s.receiver.gap ? 1 : 0) : null));
 
@@ -200,6 +222,20 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   perServer('barkeep_checks_timestamp_seconds', 'When the checks behind barkeep_check_failed ran', (s) => seconds(s.checks?.checkedAt));
 
   return registry;
+}
+
+/**
+ * The daemon's receiver task stays in its streaming phase while the receiver
+ * reconnects by itself (PostgreSQL restarted, the connection dropped); the
+ * receiver's state file says which it is.
+ */
+function isStreaming(s: ServerSnapshot): boolean {
+  return s.task?.receiver.phase === 'streaming' && (s.receiver === null || s.receiver.streaming);
+}
+
+/** The receiver's figures while it streams. */
+function streamingReceiver(s: ServerSnapshot): ReceiverFigures | null {
+  return isStreaming(s) ? s.receiver : null;
 }
 
 function seconds(ms: number | null | undefined): number | null {
@@ -316,7 +352,16 @@ async function receiverFigures(server: ServerConfig): Promise<ReceiverFigures | 
   const state = await readReceiverState(server.paths);
   if (!state) return null;
   const lsn = (text: string | null) => (text === null ? null : Number(parseLsn(text)));
-  return { receivedLsn: lsn(state.writtenLsn), flushedLsn: lsn(state.flushedLsn), timeline: state.timeline, gap: state.gap !== null };
+  const since = state.behindSince === null ? NaN : Date.parse(state.behindSince);
+  return {
+    streaming: state.state === 'streaming',
+    receivedLsn: lsn(state.writtenLsn),
+    flushedLsn: lsn(state.flushedLsn),
+    primaryLsn: lsn(state.primaryWalEnd),
+    behindSince: Number.isNaN(since) ? null : since,
+    timeline: state.timeline,
+    gap: state.gap !== null,
+  };
 }
 
 function errorText(err: unknown): string {

@@ -5,8 +5,9 @@ import { writeFileDurable } from '../util/durable-fs.ts';
 
 // What the WAL receiver wants the rest of barkeep to know, persisted so that
 // `check` and `status` in another process (and the daemon's /health) see it:
-// its state, the last error, an unrecoverable WAL gap, and the recent
-// self-healing events (timeline switches, recreated slots). Kept in the
+// its state, the last error, an unrecoverable WAL gap, the recent
+// self-healing events (timeline switches, recreated slots), and how far it
+// is behind the server it streams from. Kept in the
 // server's directory, never in streaming/ where the archiver would treat it
 // as a stray file.
 
@@ -33,6 +34,10 @@ export interface ReceiverState {
   lastError: string | null;
   gap: WalGap | null;
   events: ReceiverEvent[];
+  /** The server's WAL end as the receiver last heard it (LSN text); absent in files of older versions. */
+  primaryWalEnd: string | null;
+  /** ISO time the oldest WAL not yet flushed was announced by the server; null when flushed up to primaryWalEnd. */
+  behindSince: string | null;
 }
 
 const MAX_EVENTS = 20;
@@ -43,7 +48,10 @@ export function receiverStatePath(paths: ServerPaths): string {
 
 export async function readReceiverState(paths: ServerPaths): Promise<ReceiverState | null> {
   try {
-    return JSON.parse(await readFile(receiverStatePath(paths), 'utf8')) as ReceiverState;
+    const state = JSON.parse(await readFile(receiverStatePath(paths), 'utf8')) as ReceiverState;
+    state.primaryWalEnd ??= null;
+    state.behindSince ??= null;
+    return state;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new Error(`cannot read ${receiverStatePath(paths)}: ${(e as Error).message}`);
@@ -66,5 +74,7 @@ export function emptyReceiverState(previous: ReceiverState | null): ReceiverStat
     lastError: null,
     gap: previous?.gap ?? null,
     events: previous?.events ?? [],
+    primaryWalEnd: previous?.primaryWalEnd ?? null,
+    behindSince: previous?.behindSince ?? null,
   };
 }

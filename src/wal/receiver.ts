@@ -19,6 +19,7 @@ import {
 } from '../postgres/replication-commands.ts';
 import { ReplicationSession } from '../postgres/replication-session.ts';
 import { writeFileDurable } from '../util/durable-fs.ts';
+import { PrimaryLagTracker } from './primary-lag.ts';
 import { emptyReceiverState, readReceiverState, writeReceiverState, type ReceiverEvent, type ReceiverState } from './receiver-state.ts';
 import { fsyncDirSync, SegmentWriter } from './segment-writer.ts';
 import { localStreamPosition } from './stream-position.ts';
@@ -57,6 +58,7 @@ class Receiver {
   private readonly server: ServerConfig;
   private readonly log: Logger;
   private state!: ReceiverState;
+  private readonly lag = new PrimaryLagTracker();
 
   constructor(opts: ReceiverOptions) {
     this.opts = opts;
@@ -66,6 +68,7 @@ class Receiver {
 
   async loop(): Promise<void> {
     this.state = emptyReceiverState(await readReceiverState(this.server.paths).catch(() => null));
+    this.seedLag();
     let backoff = BACKOFF_MIN_MS;
     while (!this.opts.signal.aborted) {
       const started = Date.now();
@@ -95,6 +98,7 @@ class Receiver {
     try {
       const id = await identifySystem(client);
       await this.checkIdentity(client, id);
+      this.lag.reconnected(parseLsn(id.xlogPos), Date.now());
       const segmentSize = parseSegmentSize(await showSetting(client, 'wal_segment_size'));
       const statusIntervalMs = statusInterval(await showSetting(client, 'wal_sender_timeout'));
       const synchronous = isSynchronousStandby(await showSetting(client, 'synchronous_standby_names'), s.streaming_archiver_name ?? 'barman_receive_wal');
@@ -249,7 +253,11 @@ class Receiver {
     const tick = setInterval(() => {
       try {
         if (writer.writtenLsn !== writer.flushedLsn || Date.now() - lastStatus >= p.statusIntervalMs) flushAndReply();
-        stateWrite = stateWrite.then(() => this.setState({ writtenLsn: formatLsn(writer.writtenLsn), flushedLsn: formatLsn(writer.flushedLsn) })).catch(() => {});
+        // Rewritten (and fsynced) at most once a tick, and only when a figure moved: an idle
+        // server costs no disk writes, and the lag figures ride on the write the flushed
+        // position needs anyway.
+        const patch = this.positions(writer);
+        if (changed(this.state, patch)) stateWrite = stateWrite.then(() => this.setState(patch)).catch(() => {});
       } catch (e) {
         this.log.error({ err: (e as Error).message }, 'cannot flush WAL');
         client.connection.stream.destroy();
@@ -269,7 +277,7 @@ class Receiver {
       for (;;) {
         await this.ensureHistoryFile(client, timeline);
         this.log.info({ timeline, start: formatLsn(startLsn), slot }, 'starting WAL streaming');
-        await this.setState({ state: 'streaming', timeline, lastError: null, writtenLsn: formatLsn(writer.writtenLsn), flushedLsn: formatLsn(writer.flushedLsn) });
+        await this.setState({ state: 'streaming', timeline, lastError: null, ...this.positions(writer) });
         this.opts.onStreaming?.(timeline, startLsn);
         let end;
         try {
@@ -278,6 +286,7 @@ class Receiver {
             startLsn,
             timeline,
             onMessage: (msg) => {
+              this.lag.observe(msg.walEnd, Date.now());
               if (msg.kind === 'w') {
                 writer.write(msg.walStart, msg.data);
                 if (p.synchronous && !flushScheduled) {
@@ -323,7 +332,7 @@ class Receiver {
       this.opts.signal.removeEventListener('abort', onAbort);
       writer.closePartial();
       await stateWrite;
-      await this.setState({ writtenLsn: formatLsn(writer.writtenLsn), flushedLsn: formatLsn(writer.flushedLsn) }).catch(() => {});
+      await this.setState(this.positions(writer)).catch(() => {});
     }
   }
 
@@ -384,6 +393,30 @@ class Receiver {
     return restart;
   }
 
+  /** What the state file says about positions: ours, and the server's as last heard. */
+  private positions(writer: SegmentWriter): Pick<ReceiverState, 'writtenLsn' | 'flushedLsn' | 'primaryWalEnd' | 'behindSince'> {
+    const lag = this.lag.settle(writer.flushedLsn);
+    return {
+      writtenLsn: formatLsn(writer.writtenLsn),
+      flushedLsn: formatLsn(writer.flushedLsn),
+      primaryWalEnd: lag.primaryWalEnd === null ? null : formatLsn(lag.primaryWalEnd),
+      behindSince: lag.behindSince === null ? null : new Date(lag.behindSince).toISOString(),
+    };
+  }
+
+  /** A restarted receiver is as far behind as the last one was, and more: start from what it recorded. */
+  private seedLag(): void {
+    const lsn = (text: string | null) => {
+      try {
+        return text === null ? null : parseLsn(text);
+      } catch {
+        return null;
+      }
+    };
+    const since = this.state.behindSince === null ? NaN : Date.parse(this.state.behindSince);
+    this.lag.seed(lsn(this.state.primaryWalEnd), Number.isNaN(since) ? null : since, lsn(this.state.flushedLsn), Date.now());
+  }
+
   private async event(kind: ReceiverEvent['kind'], message: string): Promise<void> {
     this.state.events.push({ at: new Date().toISOString(), kind, message });
     await this.setState({});
@@ -400,6 +433,10 @@ class Receiver {
     const info = await readSlotOverSql(this.server.settings.conninfo!, slot);
     return { exists: info !== null, restartLsn: info?.restartLsn ?? null, restartTimeline: null };
   }
+}
+
+function changed(state: ReceiverState, patch: Partial<ReceiverState>): boolean {
+  return (Object.keys(patch) as (keyof ReceiverState)[]).some((k) => state[k] !== patch[k]);
 }
 
 /** Reply well within wal_sender_timeout (at most every 10 s, as pg_receivewal). */

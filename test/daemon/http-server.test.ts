@@ -10,7 +10,7 @@ import { loadConfigFile, type ServerConfig } from '../../src/config/load.ts';
 import type { ServerTaskState } from '../../src/daemon/daemon-state.ts';
 import { parseListen, startHttpServer, type HttpDeps, type HttpServerHandle } from '../../src/daemon/http-server.ts';
 import { estimateDaysUntilFull, GrowthTracker, GROWTH_SAMPLE_INTERVAL_MS, WalCatalogScanner } from '../../src/daemon/metrics.ts';
-import { writeReceiverState } from '../../src/wal/receiver-state.ts';
+import { receiverStatePath, writeReceiverState, type ReceiverState } from '../../src/wal/receiver-state.ts';
 import { makeTempDir } from '../support/tmp.ts';
 
 // The daemon's /metrics and /health against crafted catalogs (real configuration,
@@ -22,6 +22,8 @@ const HOUR = 3_600_000;
 
 let dir: string;
 let servers: ServerConfig[];
+/** When the oldest WAL pg's receiver has not flushed was announced (ms since the epoch). */
+let behindSince: number;
 const server = (name: string) => servers.find((s) => s.name === name)!;
 
 function backup(fields: Partial<BackupInfo>): BackupInfo {
@@ -64,6 +66,7 @@ beforeAll(async () => {
     currentXlogDbPath(pg),
     [wal('000000010000000000000001', 100, 1709251200), wal('000000010000000000000002', 200, 1709337600.5), wal('00000002.history', 42, 1709337700)].map(formatXlogDbLine).join(''),
   );
+  behindSince = Date.now() - 7_000;
   await writeReceiverState(pg, {
     pid: 1,
     state: 'streaming',
@@ -74,6 +77,8 @@ beforeAll(async () => {
     lastError: null,
     gap: null,
     events: [],
+    primaryWalEnd: '0/3000500',
+    behindSince: new Date(behindSince).toISOString(),
   });
 
   // `other`: an xlog.db that cannot be read (a directory in its place) and one backup.
@@ -266,6 +271,12 @@ describe('/metrics', () => {
     expect(sample(text, 'barkeep_receiver_timeline', pg)).toBe(1);
     expect(sample(text, 'barkeep_receiver_wal_gap', pg)).toBe(0);
     expect(sample(text, 'barkeep_receiver_received_lsn', { server: 'other' })).toBeUndefined();
+    expect(sample(text, 'barkeep_receiver_primary_lsn', pg)).toBe(0x3000500);
+    expect(sample(text, 'barkeep_receiver_lag_bytes', pg)).toBe(0x500);
+    const lag = sample(text, 'barkeep_receiver_lag_seconds', pg)!;
+    expect(lag).toBeGreaterThanOrEqual(7);
+    expect(lag).toBeLessThan(60);
+    for (const name of ['barkeep_receiver_primary_lsn', 'barkeep_receiver_lag_bytes', 'barkeep_receiver_lag_seconds']) expect(sample(text, name, { server: 'other' })).toBeUndefined();
 
     expect(sample(text, 'barkeep_maintenance_last_run_timestamp_seconds', pg)).toBe(1_709_400_060);
     expect(sample(text, 'barkeep_maintenance_last_run_failed', pg)).toBe(0);
@@ -284,6 +295,59 @@ describe('/metrics', () => {
     // Checks are cached for metrics too: a second scrape runs none.
     await scrape(url('/metrics'));
     expect(Object.fromEntries(fake.calls)).toEqual({ pg: 1, other: 1 });
+  });
+
+  it('reports the lag behind the server growing while the receiver stays behind, 0 once caught up, and none while it is not streaming', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const fake = fakeDeps();
+    const { url } = await start(fake);
+    const pg = { server: 'pg' };
+    const paths = server('pg').paths;
+    const original = readFileSync(receiverStatePath(paths), 'utf8');
+    const rewrite = (patch: Partial<ReceiverState>) => writeFileSync(receiverStatePath(paths), JSON.stringify({ ...JSON.parse(original), ...patch }));
+    const next = async () => {
+      vi.setSystemTime(Date.now() + 5_000);
+      return scrape(url('/metrics'));
+    };
+    try {
+      const first = sample(await next(), 'barkeep_receiver_lag_seconds', pg)!;
+      expect(first).toBeCloseTo((Date.now() - behindSince) / 1000, 0);
+      // Nothing flushed meanwhile: the same WAL is 5 s older.
+      expect(sample(await next(), 'barkeep_receiver_lag_seconds', pg)).toBeCloseTo(first + 5, 3);
+
+      rewrite({ flushedLsn: '0/3000500', writtenLsn: '0/3000500', behindSince: null });
+      let text = await next();
+      expect(sample(text, 'barkeep_receiver_lag_seconds', pg)).toBe(0);
+      expect(sample(text, 'barkeep_receiver_lag_bytes', pg)).toBe(0);
+
+      // Reconnecting: the daemon's task still streams, the receiver does not; the last heard WAL end stays.
+      rewrite({ state: 'connecting' });
+      text = await next();
+      expect(sample(text, 'barkeep_receiver_up', pg)).toBe(0);
+      expect(sample(text, 'barkeep_receiver_lag_seconds', pg)).toBeUndefined();
+      expect(sample(text, 'barkeep_receiver_lag_bytes', pg)).toBeUndefined();
+      expect(sample(text, 'barkeep_receiver_primary_lsn', pg)).toBe(0x3000500);
+
+      // Stopped by the daemon.
+      rewrite({});
+      fake.tasks = [taskState('pg', { phase: 'retrying' }), taskState('other')];
+      text = await next();
+      expect(sample(text, 'barkeep_receiver_up', pg)).toBe(0);
+      expect(sample(text, 'barkeep_receiver_lag_seconds', pg)).toBeUndefined();
+
+      // A state file written before these fields existed.
+      fake.tasks = [taskState('pg'), taskState('other')];
+      const { primaryWalEnd: _p, behindSince: _b, ...old } = JSON.parse(original) as ReceiverState;
+      writeFileSync(receiverStatePath(paths), JSON.stringify(old));
+      text = await next();
+      expect(sample(text, 'barkeep_receiver_up', pg)).toBe(1);
+      expect(sample(text, 'barkeep_receiver_flushed_lsn', pg)).toBe(0x3000000);
+      expect(sample(text, 'barkeep_receiver_primary_lsn', pg)).toBeUndefined();
+      expect(sample(text, 'barkeep_receiver_lag_seconds', pg)).toBeUndefined();
+      expect(sample(text, 'barkeep_collect_failed', { server: 'pg', source: 'receiver' })).toBe(0);
+    } finally {
+      writeFileSync(receiverStatePath(paths), original);
+    }
   });
 
   it("flags a server whose xlog.db cannot be read and still serves its other series and the other server's", async () => {

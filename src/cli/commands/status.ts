@@ -2,12 +2,13 @@ import { listBackups, type CatalogBackup } from '../../catalog/catalog.ts';
 import type { ServerConfig } from '../../config/load.ts';
 import { formatRetentionPolicy } from '../../config/retention-policy.ts';
 import { probeServer } from '../../postgres/probe.ts';
-import { prettySize } from '../../util/human.ts';
+import { humanTimedelta, prettySize } from '../../util/human.ts';
 import type { CliContext } from '../context.ts';
 import { xlogDbPath } from '../../catalog/layout.ts';
 import { readLockOwner, serverLockPath } from '../../catalog/locks.ts';
 import { readXlogDb, type WalFileInfo } from '../../catalog/xlog-db.ts';
 import { ctime } from '../../util/human.ts';
+import { parseLsn } from '../../postgres/lsn.ts';
 import { readReceiverState, type ReceiverState } from '../../wal/receiver-state.ts';
 
 // `barkeep status SERVER...`: Barman's status lines, with the same JSON keys.
@@ -68,6 +69,8 @@ async function serverStatus(s: ServerConfig): Promise<StatusLine[]> {
     const state = await readReceiverState(s.paths).catch(() => null);
     const running = (await readLockOwner(serverLockPath(s.paths.lockDirectory, s.name, 'receive-wal')).catch(() => null))?.live === true;
     add('wal_receiver', 'WAL receiver', receiverLine(state, running));
+    const lag = running && state?.state === 'streaming' ? lagLine(state, Date.now()) : null;
+    if (lag) add('wal_receiver_lag', 'WAL receiver lag', lag);
     const event = state?.events.at(-1);
     if (event) add('wal_receiver_event', 'Last WAL receiver event', `${event.at}: ${event.message}`);
     if (state?.gap) add('wal_gap', 'WAL gap', `first missing segment ${state.gap.firstMissing} (receive-wal --reset acknowledges it)`);
@@ -112,4 +115,20 @@ function receiverLine(state: ReceiverState | null, running: boolean): string {
   if (!state) return 'running';
   const where = state.timeline ? ` on timeline ${state.timeline}, flushed up to ${state.flushedLsn ?? 'unknown'}` : '';
   return `${state.state}${where} (pid ${state.pid})`;
+}
+
+/** How far the streaming receiver is behind the server, from what it last recorded (at most a second old). */
+function lagLine(state: ReceiverState, now: number): string | null {
+  if (!state.primaryWalEnd || !state.flushedLsn) return null;
+  let bytes: bigint;
+  try {
+    bytes = parseLsn(state.primaryWalEnd) - parseLsn(state.flushedLsn);
+  } catch {
+    return null;
+  }
+  const end = `(its WAL ends at ${state.primaryWalEnd})`;
+  if (bytes <= 0n) return `caught up with the server ${end}`;
+  const since = state.behindSince === null ? NaN : Date.parse(state.behindSince);
+  const age = Number.isNaN(since) ? '' : ` and ${humanTimedelta(Math.max(0, (now - since) / 1000))}`;
+  return `${prettySize(Number(bytes))}${age} behind the server ${end}`;
 }
