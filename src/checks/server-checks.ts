@@ -6,7 +6,8 @@ import { formatIssue } from '../config/issues.ts';
 import { connectReplication, connectSql, closeQuietly, describePgError } from '../postgres/connect.ts';
 import { checkBackupPrivileges, gatherServerInfo, readReplicationSlot, type ServerInfo } from '../postgres/server-info.ts';
 import { identifySystem } from '../postgres/replication-commands.ts';
-import { createServerLayout, identityPath } from '../catalog/layout.ts';
+import { createServerLayout, identityPath, xlogDbPath } from '../catalog/layout.ts';
+import { readXlogDb, type WalFileInfo } from '../catalog/xlog-db.ts';
 import { readIdentity } from '../catalog/identity.ts';
 import { listBackups, type BackupCatalog } from '../catalog/catalog.ts';
 import type { BackupInfo } from '../catalog/backup-info.ts';
@@ -121,6 +122,7 @@ class CheckRun {
     await this.checkDirectories();
     this.checkRetentionSettings();
     await this.checkBackupMaximumAge();
+    await this.checkWalWithoutBackup();
     this.push(await this.guard('backup minimum size', async () => this.backupMinimumSize()));
     this.push(await this.guard('wal maximum age', () => checkWalMaximumAge(this.server)));
     const walSize = await this.guard('wal size', () => walSizeCheck(this.server, { lastBackup: this.lastBackupWals() }));
@@ -340,6 +342,32 @@ class CheckRun {
     }
     const age = (Date.now() - Date.parse(toIso(last.end_time))) / 1000;
     this.add('backup maximum age', age <= max.seconds, `interval provided: ${interval}, latest backup age: ${humanTimedelta(age)}`);
+  }
+
+  /**
+   * A server that archives WAL but never gets a backup keeps all of it forever: no
+   * retention applies and nothing is recoverable. Barman says nothing; barkeep fails
+   * this check (shown only then) once the oldest archived WAL is a day old (or older than
+   * last_backup_maximum_age) with no backup to use it, so it cannot go unnoticed.
+   */
+  private async checkWalWithoutBackup(): Promise<void> {
+    const backups = await this.loadBackups();
+    if (backups === null || backups.some((b) => b.status === 'DONE' || b.status === 'WAITING_FOR_WALS')) return;
+    let oldest: WalFileInfo | null = null;
+    for await (const wal of readXlogDb(await xlogDbPath(this.server.paths), { onInvalidLine: () => undefined })) {
+      oldest = wal;
+      break;
+    }
+    if (oldest === null) return;
+    const limit = this.server.settings.last_backup_maximum_age?.seconds ?? 86_400;
+    const age = Date.now() / 1000 - oldest.time;
+    // Shown only when it fails, as 'WAL archive' is: a healthy server's output stays Barman's.
+    if (age <= limit) return;
+    this.add(
+      'WAL without backups',
+      false,
+      `the oldest archived WAL is ${humanTimedelta(age)} old and there is no backup: nothing is recoverable and this WAL is never removed; take one with 'barkeep backup ${this.server.name}' or set backup_schedule`,
+    );
   }
 
   private checkCompression(): void {

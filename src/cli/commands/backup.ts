@@ -31,7 +31,7 @@ interface BackupCliOptions {
 
 // Checks about the catalog's state, which a new backup does not depend on
 // (and often fixes): they do not block it.
-const NON_BLOCKING = new Set(['WAL archive', 'backup maximum age', 'failed backups', 'minimum redundancy requirements', 'wal maximum age', 'archiver errors', 'WAL continuity']);
+const NON_BLOCKING = new Set(['WAL archive', 'WAL without backups', 'backup maximum age', 'failed backups', 'minimum redundancy requirements', 'wal maximum age', 'archiver errors', 'WAL continuity']);
 
 export function register(host: CommandHost): void {
   host.program
