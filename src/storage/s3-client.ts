@@ -86,14 +86,15 @@ export function parseEndpointUrl(value: string): string {
 }
 
 export async function createS3Client(opts: S3ClientOptions = {}): Promise<S3Connection> {
-  const endpoint = opts.endpointUrl === undefined ? undefined : parseEndpointUrl(opts.endpointUrl);
+  const s3 = loadS3Sdk();
+  const configured = opts.endpointUrl ?? (await configuredEndpointUrl(opts.profile));
+  const endpoint = configured === undefined ? undefined : parseEndpointUrl(configured);
   const readTimeout = opts.readTimeoutSeconds ?? DEFAULT_READ_TIMEOUT_SECONDS;
   if (!(readTimeout > 0)) throw new S3ConfigError(`invalid read timeout ${readTimeout}: expected a positive number of seconds`);
   const maxAttempts = opts.maxAttempts ?? (process.env.AWS_MAX_ATTEMPTS ? undefined : DEFAULT_MAX_ATTEMPTS);
   if (maxAttempts !== undefined && !(Number.isInteger(maxAttempts) && maxAttempts >= 1)) {
     throw new S3ConfigError(`invalid maximum attempts ${maxAttempts}: expected an integer >= 1`);
   }
-  const s3 = loadS3Sdk();
 
   // A named profile is used alone, as `aws --profile` does. The default chain would
   // also pick it, but it warns on stderr when AWS_ACCESS_KEY_ID is set as well and says
@@ -143,6 +144,30 @@ export async function createS3Client(opts: S3ClientOptions = {}): Promise<S3Conn
   const region = await resolveRegion(s3, config, opts.region);
   const client = new s3.S3Client({ ...config, region });
   return { client, sdk: s3, region, endpoint: endpoint ?? `https://s3.${region}.amazonaws.com` };
+}
+
+// An endpoint set outside the command line, as the AWS CLI reads it:
+// AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then the profile's `endpoint_url` (or its
+// `services` section's `s3 = endpoint_url = ...`), unless
+// AWS_IGNORE_CONFIGURED_ENDPOINT_URLS. The SDK looks the profile part up in
+// AWS_PROFILE's profile only, not in the client's -P/--aws-profile one, so a
+// profile pointing at an S3-compatible store would silently go to AWS; and it
+// would address such a store virtual-host style. Resolved here, it is used
+// exactly like --endpoint-url.
+async function configuredEndpointUrl(profile: string | undefined): Promise<string | undefined> {
+  const env = process.env;
+  if (/^true$/i.test(env.AWS_IGNORE_CONFIGURED_ENDPOINT_URLS ?? '')) return undefined;
+  const fromEnv = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL;
+  if (fromEnv) return fromEnv;
+  const { loadSharedConfigFiles } = require('@smithy/core/config') as {
+    loadSharedConfigFiles(init?: { ignoreCache?: boolean }): Promise<{ configFile: Record<string, Record<string, string | undefined>> }>;
+  };
+  const { configFile } = await loadSharedConfigFiles();
+  const section = configFile[profile ?? (env.AWS_PROFILE || 'default')];
+  if (!section || /^true$/i.test(section['ignore_configured_endpoint_urls'] ?? '')) return undefined;
+  const services = section['services'];
+  const fromServices = services ? configFile[`services.${services}`]?.['s3.endpoint_url'] : undefined;
+  return fromServices || section['endpoint_url'] || undefined;
 }
 
 // The SDK's own lookup (AWS_REGION, then the profile's `region`) throws when it finds
