@@ -17,6 +17,16 @@ export interface BaseBackupOptions {
   manifestChecksums: 'SHA256' | 'CRC32C' | 'NONE';
   /** Server-side compression (PostgreSQL 15+ built with it). */
   compression?: { method: 'gzip' | 'lz4' | 'zstd'; level?: number; workers?: number };
+  /**
+   * Let the server wait until the backup's last WAL segment is archived (WAIT true):
+   * for clients that do not stream the WAL themselves. Default false.
+   */
+  wait?: boolean;
+  /**
+   * TABLESPACE_MAP (default true): a tablespace_map file instead of the pg_tblspc/<oid>
+   * symbolic links in the base archive.
+   */
+  tablespaceMap?: boolean;
 }
 
 export interface TablespaceEntry {
@@ -58,12 +68,12 @@ export function baseBackupCommand(opts: BaseBackupOptions): string {
     `LABEL ${quote(opts.label)}`,
     'PROGRESS',
     `CHECKPOINT ${opts.fastCheckpoint ? "'fast'" : "'spread'"}`,
-    // barkeep streams the WAL itself: the server must not wait for archiving.
-    'WAIT false',
+    // `barkeep backup` streams the WAL itself, so by default the server does not wait for archiving.
+    `WAIT ${opts.wait ? 'true' : 'false'}`,
     "MANIFEST 'yes'",
     `MANIFEST_CHECKSUMS ${quote(opts.manifestChecksums)}`,
-    'TABLESPACE_MAP',
   ];
+  if (opts.tablespaceMap !== false) parts.push('TABLESPACE_MAP');
   if (opts.maxRate && opts.maxRate > 0) parts.push(`MAX_RATE ${Math.max(32, opts.maxRate)}`);
   if (opts.compression) {
     parts.push(`COMPRESSION ${quote(opts.compression.method)}`);
@@ -80,7 +90,9 @@ export function legacyBaseBackupCommand(opts: BaseBackupOptions): string {
   if (opts.compression) throw new BaseBackupError('server-side compression needs PostgreSQL 15 or later: use backup_compression_location = client');
   const parts = [`LABEL ${quote(opts.label)}`, 'PROGRESS'];
   if (opts.fastCheckpoint) parts.push('FAST');
-  parts.push('NOWAIT', `MANIFEST 'yes'`, `MANIFEST_CHECKSUMS ${quote(opts.manifestChecksums)}`, 'TABLESPACE_MAP');
+  if (!opts.wait) parts.push('NOWAIT');
+  parts.push(`MANIFEST 'yes'`, `MANIFEST_CHECKSUMS ${quote(opts.manifestChecksums)}`);
+  if (opts.tablespaceMap !== false) parts.push('TABLESPACE_MAP');
   if (opts.maxRate && opts.maxRate > 0) parts.push(`MAX_RATE ${Math.max(32, opts.maxRate)}`);
   return `BASE_BACKUP ${parts.join(' ')}`;
 }
