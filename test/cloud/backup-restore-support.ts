@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { startCluster, type PgCluster, type PgMajor } from '../support/pg-cluster.ts';
 import { REPO_ROOT } from '../support/run-root.ts';
 import type { S3Server } from '../support/s3-server.ts';
+import { cloudBin, serverReachableRoot } from './support-wal.ts';
 
 export const BIN = {
   backup: join(REPO_ROOT, 'dist/cli/cloud/backup-bin.js'),
@@ -44,10 +45,13 @@ export function envWords(s3: S3Server): string {
 
 /** archive_command / restore_command lines using barkeep's cloud WAL binaries. */
 export function walCommands(s3: S3Server, url: string, server: string): { archive: string; restore: string } {
-  const node = process.execPath;
+  // PostgreSQL runs these as its own OS user, which cannot enter a checkout in
+  // a private (0700) directory: use the copy it can reach.
+  const root = serverReachableRoot();
+  const node = join(root, 'node_modules/node/bin/node');
   return {
-    archive: `${envWords(s3)} ${node} ${BIN.walArchive} --endpoint-url ${s3.endpoint} ${url} ${server} %p`,
-    restore: `${envWords(s3)} ${node} ${BIN.walRestore} --endpoint-url ${s3.endpoint} ${url} ${server} %f %p`,
+    archive: `${envWords(s3)} ${node} ${cloudBin('wal-archive', root)} --endpoint-url ${s3.endpoint} ${url} ${server} %p`,
+    restore: `${envWords(s3)} ${node} ${cloudBin('wal-restore', root)} --endpoint-url ${s3.endpoint} ${url} ${server} %f %p`,
   };
 }
 
