@@ -66,7 +66,7 @@ export class CloudBackupFailed extends Error {
 
 // Fields barman-cloud 3.4's BackupInfo does not know: it refuses a backup.info
 // naming them, so they are left out (they stay None for barkeep's readers).
-const NEWER_FIELDS: BackupInfoField[] = ['children_backup_ids', 'cluster_size', 'data_checksums', 'encryption', 'parent_backup_id', 'summarize_wal'];
+export const NEWER_FIELDS: BackupInfoField[] = ['children_backup_ids', 'cluster_size', 'data_checksums', 'encryption', 'parent_backup_id', 'summarize_wal'];
 
 interface ServerFacts {
   pgdata: string;
