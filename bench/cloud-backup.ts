@@ -18,17 +18,17 @@
 // to show what the verification costs (the sync stays).
 //
 // Per run: wall time, CPU (user+sys) and peak RSS of the client from GNU time,
-// and the stored size. BENCH_RUNS rounds (default 3), tools alternating; the
-// machine is shared and noisy: read medians and ratios.
+// and the stored size. The section `backup` of bench/cloud.ts (--rounds rounds,
+// tools alternating); the machine is shared and noisy: read medians and ratios.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { startCluster, type PgCluster } from '../test/support/pg-cluster.ts';
 import { REPO_ROOT } from '../test/support/run-root.ts';
-import { startS3Server, type S3Server } from '../test/support/s3-server.ts';
+import type { S3Server } from '../test/support/s3-server.ts';
 import { makeTempDir } from '../test/support/tmp.ts';
+import { type CloudBenchContext, type CloudBenchSection, median } from './cloud-support.ts';
 
-const RUNS = Number(process.env['BENCH_RUNS'] ?? 3);
 const SCALE = Number(process.env['BENCH_SCALE'] ?? 50);
 const PG_BIN = '/usr/lib/postgresql/15/bin';
 const TIME = '/usr/bin/time';
@@ -58,23 +58,6 @@ interface Run {
   rssMb: number;
   sizeMb: number;
 }
-
-function installed(path: string): boolean {
-  return spawnSync('test', ['-x', path]).status === 0;
-}
-
-function aptInstall(pkg: string): void {
-  if (spawnSync('apt-get', ['install', '-y', '-qq', pkg], { stdio: 'inherit' }).status !== 0) {
-    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit' });
-    spawnSync('apt-get', ['install', '-y', '-qq', pkg], { stdio: 'inherit' });
-  }
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 function timed(cmd: string[], env: NodeJS.ProcessEnv): { wall: number; cpu: number; rssMb: number; stdout: string; stderr: string } {
   const r = spawnSync(TIME, ['-f', 'TIME %e %U %S %M', ...cmd], { env: { ...process.env, ...env }, encoding: 'utf8', cwd: '/tmp', maxBuffer: 64 << 20 });
@@ -141,8 +124,8 @@ function runRestore(tool: Tool, s3: S3Server, id: string): Run {
   return { wall: t.wall, cpu: t.cpu, rssMb: t.rssMb, sizeMb: size };
 }
 
-function report(title: string, results: Map<string, Run[]>, baseline: (name: string) => string | null, dataMb: (r: Run) => number): void {
-  console.log(`\n${title} (median of ${RUNS})`);
+function report(title: string, rounds: number, results: Map<string, Run[]>, baseline: (name: string) => string | null, dataMb: (r: Run) => number): void {
+  console.log(`\n${title} (median of ${rounds})`);
   console.log('tool                         wall s   MB/s   cpu s  rss MB  size MB  barman-cloud wall / this wall');
   for (const [name, runs] of results) {
     if (runs.length === 0) continue;
@@ -157,12 +140,22 @@ function report(title: string, results: Map<string, Run[]>, baseline: (name: str
   }
 }
 
-async function main(): Promise<void> {
-  if (!installed(TIME)) aptInstall('time');
-  if (!installed(BARMAN_BACKUP)) aptInstall('barman-cli-cloud');
-  const withBarman = installed(BARMAN_BACKUP) && installed(BARMAN_RESTORE);
-  const tools = BACKUP_TOOLS.filter((t) => t.kind === 'barkeep' || withBarman);
-  const s3 = await startS3Server({ bucket: 'bench', name: 'bench-cloud' });
+export const backupSection: CloudBenchSection = {
+  name: 'backup',
+  requires: [
+    [BARMAN_BACKUP, 'barman-cli-cloud'],
+    [BARMAN_RESTORE, 'barman-cli-cloud'],
+    [TIME, 'time'],
+    [join(PG_BIN, 'pgbench'), 'postgresql-15'],
+  ],
+  run,
+};
+
+async function run(ctx: CloudBenchContext): Promise<void> {
+  console.log(`\n== Base backups to the bucket and back (pgbench scale ${SCALE}) ==`);
+  const RUNS = ctx.rounds;
+  const tools = BACKUP_TOOLS;
+  const s3 = ctx.s3;
   const cluster = await startCluster({ major: 15, name: 'bench-cloud', settings: { archive_mode: 'off', checkpoint_timeout: '1h', max_wal_size: '4GB' } });
   try {
     console.log(`pgbench -i -s ${SCALE}...`);
@@ -199,13 +192,10 @@ async function main(): Promise<void> {
     }
     // Compressed barkeep formats barman-cloud lacks are set against its gzip.
     const baseline = (name: string) => (name.startsWith('barkeep none') ? 'barman-cloud none' : name.startsWith('barkeep') ? 'barman-cloud gzip' : null);
-    report('cloud-backup', backups, baseline, () => Number(db!.mb));
-    report('cloud-restore', restores, baseline, (r) => r.sizeMb);
+    report('cloud-backup', RUNS, backups, baseline, () => Number(db!.mb));
+    report('cloud-restore', RUNS, restores, baseline, (r) => r.sizeMb);
     console.log('\nMB/s: database MB (backup) or restored MB (restore) per second of wall time. size: stored (backup) or restored (restore).');
   } finally {
     await cluster.destroy();
-    await s3.stop();
   }
 }
-
-await main();

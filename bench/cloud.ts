@@ -2,7 +2,7 @@
 // S3-compatible server (s3rver, started here).
 //
 // Usage: node bench/cloud.ts [--only SECTION[,SECTION]] [--rounds N] [--segments N]
-//   --only      sections to run (default: all): wal
+//   --only      sections to run (default: all): wal, backup
 //   --rounds N  rounds per section (default 3, or BENCH_RUNS)
 //   --segments  WAL segments pushed per row and round (default 48, or BENCH_SEGMENTS)
 // Needs root (PostgreSQL runs as the postgres OS user); installs Debian's
@@ -19,9 +19,10 @@ import { REPO_ROOT } from '../test/support/run-root.ts';
 import { startS3Server } from '../test/support/s3-server.ts';
 import { makeTempDir } from '../test/support/tmp.ts';
 import type { CloudBenchContext, CloudBenchSection } from './cloud-support.ts';
+import { backupSection } from './cloud-backup.ts';
 import { walSection } from './cloud-wal.ts';
 
-const SECTIONS: CloudBenchSection[] = [walSection];
+const SECTIONS: CloudBenchSection[] = [walSection, backupSection];
 
 const { values: argv } = parseArgs({
   options: {

@@ -12,6 +12,7 @@ import { type BackupInfo, type BackupStatus, STATUS_COPY_DONE, writeBackupInfo }
 import { BackupNotFoundError, type CatalogBackup, type KeepTarget, listBackups, loadBackup, readKeepAnnotation } from '../catalog/catalog.ts';
 import { backupDataDirectory, deleteAnnotationPath, metaBackupInfoPath, metaDirectory, type ServerPaths } from '../catalog/layout.ts';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
+import { cloudKeepFrom } from '../cloud/tier-state.ts';
 import { backupHookEnv } from '../hooks/hook-env.ts';
 import { HookStopError, type ServerHooks } from '../hooks/server-hooks.ts';
 import { ensureDir, fsyncDir, pathExists, unlinkDurable, writeFileDurable } from '../util/durable-fs.ts';
@@ -34,6 +35,7 @@ export interface DeleteServer {
   settings: {
     minimum_redundancy: number | null;
     backup_options: readonly string[] | null;
+    cloud_destination?: string | null;
   };
 }
 
@@ -186,8 +188,13 @@ async function deleteOne(server: DeleteServer, backup: CatalogBackup, catalog: r
       timelinesToProtect: timelinesToProtect(removeUntil, id, catalog),
       rangesToProtect: walDecision.ranges,
     };
+    const protectFrom = await cloudKeepFrom(paths, server.settings.cloud_destination);
+    if (protectFrom !== null && (plan.keepFrom === null || protectFrom < plan.keepFrom)) {
+      messages.info(`WAL from ${protectFrom} on is kept: it is not in cloud_destination yet`);
+    }
     messages.info('Delete associated WAL segments:');
     const removed = await removeWal(paths, plan, {
+      protectFrom,
       onInvalidName: (name) => messages.error(`invalid WAL segment name ${JSON.stringify(name)} in xlog.db of server ${server.name}: line dropped`),
       hooks: opts.hooks ?? null,
       onHookStop: (message) => messages.warning(`${message}: the WAL files not removed yet are kept`),

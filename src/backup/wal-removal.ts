@@ -33,6 +33,11 @@ export interface WalRemovalOptions {
    * files not removed yet stay (with their xlog.db lines).
    */
   onHookStop?: (message: string) => void;
+  /**
+   * Every file at or after this name stays whatever the plan says: WAL not yet
+   * copied to the cloud tier (cloudKeepFrom).
+   */
+  protectFrom?: string | null;
 }
 
 /** Whether a (valid) archive file survives the plan. History files always do. */
@@ -48,7 +53,9 @@ export function keepsWal(name: string, plan: WalRemovalPlan): boolean {
 }
 
 /** Applies the plan; returns the names of the removed files, in xlog.db order grouped by directory. */
-export async function removeWal(paths: ServerPaths, plan: WalRemovalPlan, opts: WalRemovalOptions = {}): Promise<string[]> {
+export async function removeWal(paths: ServerPaths, requested: WalRemovalPlan, opts: WalRemovalOptions = {}): Promise<string[]> {
+  const from = opts.protectFrom ?? null;
+  const plan = from !== null && (requested.keepFrom === null || from < requested.keepFrom) ? { ...requested, keepFrom: from } : requested;
   return withXlogDbLock(paths, async () => {
     const xlogDb = await writableXlogDb(paths);
     const byDir = new Map<string, WalFileInfo[]>();

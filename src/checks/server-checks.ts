@@ -12,6 +12,7 @@ import { readIdentity } from '../catalog/identity.ts';
 import { listBackups, type BackupCatalog } from '../catalog/catalog.ts';
 import type { BackupInfo } from '../catalog/backup-info.ts';
 import { humanTimedelta, prettySize } from '../util/human.ts';
+import { CLOUD_LAG_CHECK, cloudArchiveLagCheck } from './cloud-checks.ts';
 import { checkReceiveWalRunning, checkWalContinuity, checkWalMaximumAge } from './receiver-checks.ts';
 import { archiverErrorsCheck, emptyIncomingCheck, emptyStreamingCheck, walArchiveCheck, walSizeCheck } from './wal-archive-checks.ts';
 
@@ -143,6 +144,7 @@ class CheckRun {
     this.push(await this.guard('daemon running', () => checkDaemonRunning(this.server, this.server.paths.lockDirectory)));
     this.push(await this.guard('empty incoming directory', () => emptyIncomingCheck(this.server)));
     this.push(await this.guard('empty streaming directory', () => emptyStreamingCheck(this.server)));
+    this.push(await this.guard(CLOUD_LAG_CHECK, () => cloudArchiveLagCheck(this.server)));
   }
 
   /** Barman's `backup minimum size`: the newest DONE backup against last_backup_minimum_size. */

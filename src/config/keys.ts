@@ -1,4 +1,5 @@
 import cron from 'node-cron';
+import { parseCloudUrl } from '../storage/cloud-url.ts';
 import { parseRetentionPolicy } from './retention-policy.ts';
 import {
   ConfigValueError,
@@ -6,6 +7,7 @@ import {
   parseBoolean,
   parseCompressionLevel,
   parseCsvOptions,
+  parseDuration,
   parseEnum,
   parseHostPort,
   parseInteger,
@@ -52,6 +54,19 @@ function parseCron(value: string): string {
 function parseShellCommand(value: string): string {
   if (value.trim() === '') throw new ConfigValueError("is blank: give a shell command that reads a JSON event on stdin, e.g. '/usr/local/bin/alert'");
   return value;
+}
+
+function parseCloudDestination(value: string): string {
+  try {
+    return parseCloudUrl(value.trim()).url;
+  } catch (err) {
+    throw new ConfigValueError(`${(err as Error).message}: use s3://bucket or s3://bucket/prefix`);
+  }
+}
+
+function parseSseMode(value: string): 'AES256' | 'aws:kms' {
+  if (value === 'AES256' || value === 'aws:kms') return value;
+  throw new ConfigValueError(`'${value}' is not one of: AES256, aws:kms`);
 }
 
 function parseConninfo(value: string): string {
@@ -203,6 +218,24 @@ export const SERVER_KEYS = {
   disk_space_warning: key('both', parsePercentOrSize),
   /** The daemon runs it (/bin/sh -c) with a JSON event on stdin when a check of the server flips from OK to FAILED or back. */
   notify_command: key('both', parseShellCommand),
+  // The cloud tier: the daemon copies archived WAL and DONE backups to a bucket in barman-cloud's layout.
+  /** `s3://bucket[/prefix]`: where the daemon copies this server's WAL and backups (under <prefix>/<server>/). */
+  cloud_destination: key('both', parseCloudDestination),
+  /** Applied in the bucket after each copied backup and every hour; the server's minimum_redundancy counts there too. */
+  cloud_retention_policy: key('both', parseRetentionPolicy),
+  /** How WAL and backups are compressed in the bucket (none by default, as barman-cloud). */
+  cloud_compression: key('both', parseEnum(['gzip', 'bzip2', 'zstd', 'lz4'] as const)),
+  /** Server-side encryption the bucket applies: AES256 or aws:kms (barman-cloud's -e). */
+  cloud_encryption: key('both', parseSseMode),
+  cloud_sse_kms_key_id: key('both', parseString),
+  /** Client-side encryption: objects are AES-256-GCM encrypted with this 32-byte key before they leave the host. */
+  cloud_encryption_key_file: key('both', parseAbsolutePath),
+  /** An S3-compatible store's URL (barman-cloud's --endpoint-url). */
+  cloud_endpoint_url: key('both', parseString),
+  /** The AWS profile holding the credentials (barman-cloud's -P/--aws-profile). */
+  cloud_aws_profile: key('both', parseString),
+  /** `check` fails when a WAL archived this long ago is still not in the bucket. */
+  cloud_archive_max_lag: key('both', parseDuration, { default: '15 minutes' }),
 } as const;
 
 export const GLOBAL_KEYS = {

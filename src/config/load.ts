@@ -393,7 +393,19 @@ function validateServer(name: string, section: IniSection, s: ServerSettings, is
       issues.push({ level: 'warning', ...at('backup_compression'), message: 'is not set, so backup_compression_location/backup_compression_format have no effect' });
     }
   }
+  if (s.cloud_sse_kms_key_id !== null && s.cloud_encryption !== 'aws:kms' && !hadError('cloud_encryption')) {
+    issues.push({ level: 'error', ...at('cloud_sse_kms_key_id'), message: "needs cloud_encryption = aws:kms (a KMS key is only used by aws:kms server-side encryption)" });
+  }
+  if (s.cloud_destination === null) {
+    const stray = CLOUD_KEYS.filter((k) => s[k] !== null && section.entries.has(k));
+    if (stray.length > 0 && !hadError('cloud_destination')) {
+      issues.push({ level: 'warning', ...at(stray[0]!), message: `has no effect without cloud_destination (set cloud_destination = s3://bucket[/prefix] for the daemon's cloud tier)` });
+    }
+  }
 }
+
+// Keys of the cloud tier that mean nothing without cloud_destination.
+const CLOUD_KEYS = ['cloud_retention_policy', 'cloud_compression', 'cloud_encryption', 'cloud_encryption_key_file', 'cloud_endpoint_url', 'cloud_aws_profile'] as const;
 
 const PATH_KEYS: [keyof ServerPaths, string][] = [
   ['backupDirectory', 'backup_directory'],

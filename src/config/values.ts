@@ -98,6 +98,17 @@ export function parseInterval(value: string): Interval {
   return { amount, unit, seconds: amount * UNIT_SECONDS[unit], text: `${amount} ${amount === 1 ? unit.slice(0, -1) : unit}` };
 }
 
+const DURATION_SECONDS = { second: 1, minute: 60, hour: 3600, day: 86400 } as const;
+
+/** A short duration such as '15 minutes', '30 seconds', '2 hours' or '1 day'; in seconds. */
+export function parseDuration(value: string): number {
+  const m = /^\s*(\d+)\s*(second|minute|hour|day)s?\s*$/i.exec(value);
+  if (!m || Number(m[1]) === 0) {
+    throw new ConfigValueError(`'${value}' is not a duration: use 'N seconds|minutes|hours|days' with N >= 1 (e.g. '15 minutes')`);
+  }
+  return Number(m[1]) * DURATION_SECONDS[m[2]!.toLowerCase() as keyof typeof DURATION_SECONDS];
+}
+
 export function parseEnum<T extends string>(allowed: readonly T[]): (value: string) => T {
   return (value: string) => {
     const v = value.toLowerCase() as T;

@@ -1,5 +1,6 @@
 // What the daemon knows about each server's tasks, for /metrics and /health:
 // a snapshot taken at scrape time, never a live reference.
+import type { CloudTierState } from '../cloud/tier-state.ts';
 
 export type ReceiverPhase = 'off' | 'starting' | 'streaming' | 'retrying' | 'stopped';
 
@@ -27,4 +28,6 @@ export interface ServerTaskState {
     lastMessage: string | null;
     running: boolean;
   };
+  /** With cloud_destination: what the cloud tier has copied and what it waits for. */
+  cloud: CloudTierState | null;
 }

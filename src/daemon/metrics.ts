@@ -215,6 +215,28 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
     s.task?.schedule.lastOutcome ? (s.task.schedule.lastOutcome === 'failed' ? 1 : 0) : null,
   );
 
+  // Cloud tier (cloud_destination), from the daemon's shipper
+  const cloud = (s: ServerSnapshot) => s.task?.cloud ?? null;
+  perServer('barkeep_cloud_wal_pending', 'WAL files of the local archive not yet copied to cloud_destination', (s) => cloud(s)?.wal.pending);
+  perServer('barkeep_cloud_wal_lag_seconds', 'Seconds since the oldest WAL not yet in the bucket was archived locally; 0 when all are there', (s, at) => {
+    const c = cloud(s);
+    if (!c) return null;
+    return c.wal.pending === 0 || c.wal.oldestPendingTime === null ? 0 : Math.max(0, at / 1000 - c.wal.oldestPendingTime);
+  });
+  perServer('barkeep_cloud_wal_copied_total', 'WAL files copied to the bucket since the daemon started', (s) => cloud(s)?.wal.shippedSinceStart);
+  perServer('barkeep_cloud_last_wal_copy_timestamp_seconds', 'When the last WAL file was copied to the bucket', (s) => seconds(cloud(s)?.wal.lastShippedAt));
+  perServer('barkeep_cloud_wal_failing', 'Whether the last attempt to copy WAL to the bucket failed', (s) => {
+    const c = cloud(s);
+    return c ? (c.wal.lastError ? 1 : 0) : null;
+  });
+  perServer('barkeep_cloud_backups', 'DONE backups in the bucket', (s) => cloud(s)?.backups.inBucket);
+  perServer('barkeep_cloud_backups_pending', 'Local DONE backups waiting to be copied to the bucket', (s) => cloud(s)?.backups.pending.length);
+  perServer('barkeep_cloud_last_backup_copy_timestamp_seconds', 'When the last backup was copied to the bucket', (s) => seconds(cloud(s)?.backups.lastShippedAt));
+  perServer('barkeep_cloud_backup_failing', 'Whether the last attempt to copy a backup to the bucket failed', (s) => {
+    const c = cloud(s);
+    return c ? (c.backups.lastError ? 1 : 0) : null;
+  });
+
   // Checks
   gauge('barkeep_check_failed', 'Whether a check fails (1) or passes (0), from the latest /health run', ['server', 'check'], (snap, set) => {
     for (const s of snap.servers) for (const c of s.checks?.checks ?? []) set({ server: s.name, check: c.name }, c.ok ? 0 : 1);

@@ -17,6 +17,7 @@ import type { Logger } from '../log.ts';
 import { ensureDir } from '../util/durable-fs.ts';
 import { runReceiver } from '../wal/receiver.ts';
 import type { CheckWatch } from './check-notify.ts';
+import { CloudShipper } from './cloud-shipper.ts';
 import type { ServerTaskState } from './daemon-state.ts';
 import { scrub, withReceiver } from './http-server.ts';
 import { failInterruptedBackups } from './interrupted-backups.ts';
@@ -59,6 +60,8 @@ export class ServerTasks {
   /** Scheduled backups until they have fully ended (an interrupted one marked FAILED). */
   readonly #backupRuns = new Set<Promise<void>>();
   #releaseReceiverLock: (() => Promise<void>) | null = null;
+  #cloud: CloudShipper | null = null;
+  #cloudDone: Promise<void> = Promise.resolve();
 
   constructor(opts: ServerTasksOptions) {
     this.server = opts.server;
@@ -69,16 +72,22 @@ export class ServerTasks {
       receiver: { phase: 'off', lastError: null, restarts: 0, lastSegmentAt: null, lastSegment: null },
       maintenance: { lastRunAt: null, lastOutcome: null, lastMessage: null },
       schedule: { cron: opts.server.settings.backup_schedule ?? null, lastStartedAt: null, lastOutcome: null, lastMessage: null, running: false },
+      cloud: null,
     };
   }
 
   state(): ServerTaskState {
-    return structuredClone(this.#state);
+    return { ...structuredClone(this.#state), cloud: this.#cloud?.state() ?? null };
   }
 
   async start(): Promise<void> {
     const s = this.server.settings;
     if (s.streaming_archiver) this.#receiverDone = this.#superviseReceiver();
+    if (s.cloud_destination) {
+      // Backups are looked for on the maintenance pass's period.
+      this.#cloud = new CloudShipper({ server: this.server, logger: this.#log, signal: this.#abort.signal, backupEveryMs: this.#opts.maintenanceEveryMs ?? MAINTENANCE_EVERY_MS });
+      this.#cloudDone = this.#cloud.run();
+    }
     const every = this.#opts.maintenanceEveryMs ?? MAINTENANCE_EVERY_MS;
     // First pass soon after start: a restart must not wait a minute to archive.
     this.#maintenanceTimer = setTimeout(() => this.#maintenanceLoop(every), Math.min(every, 2000));
@@ -106,7 +115,7 @@ export class ServerTasks {
     await Promise.allSettled([...this.#backupRuns]);
     // A check run only reads; it may wait on an unreachable PostgreSQL up to check_timeout: not awaited
     // (its results are dropped once stopped).
-    await Promise.allSettled([this.#receiverDone, this.#maintenanceRunning]);
+    await Promise.allSettled([this.#receiverDone, this.#maintenanceRunning, this.#cloudDone]);
     await this.#releaseReceiverLock?.();
     this.#state.receiver.phase = this.server.settings.streaming_archiver ? 'stopped' : 'off';
   }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { deleteBackup, type DeleteMessages, purgeWalBefore, shouldRemoveWals } from '../../src/backup/delete-backup.ts';
 import { keepsWal } from '../../src/backup/wal-removal.ts';
+import { cloudKeepFrom, emptyCloudTierState, writeCloudTierState } from '../../src/cloud/tier-state.ts';
 import { newBackupInfo } from '../../src/catalog/backup-info.ts';
 import { listBackups, loadBackup } from '../../src/catalog/catalog.ts';
 import { deleteAnnotationPath, metaBackupInfoPath } from '../../src/catalog/layout.ts';
@@ -215,6 +216,32 @@ describe('deleteBackup', () => {
     expect(out.lines).toEqual(['ERROR: Cannot delete a running backup (pg 20240101T000000)']);
     // A STARTED leftover of a crashed backup (no lock holder) can be deleted.
     expect(await deleteBackup(server, '20240101T000000', { messages: recorder() })).toBe(true);
+  });
+});
+
+describe('with cloud_destination: WAL not yet in the bucket stays', () => {
+  it('a delete keeps the first WAL the cloud tier has not copied, and everything after it', async () => {
+    const { server } = await threeBackups({ cloud_destination: 's3://b/tier' });
+    const state = emptyCloudTierState('s3://b/tier');
+    state.wal = { ...state.wal, pending: 8, oldestPending: seg(4), oldestPendingTime: 1 };
+    await writeCloudTierState(server.paths, state);
+    const out = recorder();
+    expect(await deleteBackup(server, '20240101T000000', { messages: out })).toBe(true);
+    expect(out.lines).toContain(`WAL from ${seg(4)} on is kept: it is not in cloud_destination yet`);
+    expect(xlogDbNames(server)).toEqual([seg(4), seg(5), '00000002.history', ...range(6, 12)]);
+
+    // Once copied (nothing pending), the next removal goes as far as the plan says.
+    state.wal = { ...state.wal, pending: 0, oldestPending: null };
+    await writeCloudTierState(server.paths, state);
+    expect(await purgeWalBefore(server, seg(6), { protectFrom: await cloudKeepFrom(server.paths, 's3://b/tier') })).toEqual([seg(4), seg(5)]);
+  });
+
+  it('a state file of another destination protects nothing', async () => {
+    const { server } = await threeBackups({ cloud_destination: 's3://b/new' });
+    const state = emptyCloudTierState('s3://b/old');
+    state.wal = { ...state.wal, pending: 3, oldestPending: seg(1) };
+    await writeCloudTierState(server.paths, state);
+    expect(await cloudKeepFrom(server.paths, 's3://b/new')).toBe(null);
   });
 });
 

@@ -12,6 +12,7 @@ import { cloudBin, serverReachableRoot } from './support-wal.ts';
 export const BIN = {
   backup: join(REPO_ROOT, 'dist/cli/cloud/backup-bin.js'),
   restore: join(REPO_ROOT, 'dist/cli/cloud/restore-bin.js'),
+  backupList: join(REPO_ROOT, 'dist/cli/cloud/backup-list-bin.js'),
   walArchive: join(REPO_ROOT, 'dist/cli/cloud/wal-archive-bin.js'),
   walRestore: join(REPO_ROOT, 'dist/cli/cloud/wal-restore-bin.js'),
 };

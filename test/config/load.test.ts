@@ -252,6 +252,41 @@ describe('malformed configurations', () => {
   });
 });
 
+describe("the cloud tier's keys", () => {
+  it('parse into what the daemon uses', () => {
+    const dir = write({
+      'barman.conf': `[barman]\ncloud_destination = s3://backups/tier\ncloud_compression = zstd\n\n[pg]\nconninfo = host=x\narchiver = on\ncloud_retention_policy = RECOVERY WINDOW OF 4 WEEKS\ncloud_encryption = aws:kms\ncloud_sse_kms_key_id = alias/backups\ncloud_archive_max_lag = 2 hours\n`,
+    });
+    const config = loadConfigFile(join(dir, 'barman.conf'));
+    expect(allIssues(config).map(formatIssue)).toEqual([]);
+    const s = config.servers.get('pg')!.settings;
+    expect(s.cloud_destination).toBe('s3://backups/tier');
+    expect(s.cloud_compression).toBe('zstd');
+    expect(s.cloud_retention_policy).toEqual({ kind: 'window', amount: 4, unit: 'WEEKS', days: 28 });
+    expect(s.cloud_archive_max_lag).toBe(7200);
+  });
+
+  it('bad values name the line and what is accepted', () => {
+    const dir = write({
+      'barman.conf': `[barman]\n[pg]\nconninfo = host=x\ncloud_destination = gs://bucket/x\ncloud_compression = snappy\ncloud_archive_max_lag = soon\ncloud_sse_kms_key_id = k\n`,
+    });
+    const errs = messages(loadConfigFile(join(dir, 'barman.conf')), 'error');
+    expect(errs).toEqual([
+      expect.stringMatching(new RegExp(`^${dir}/barman.conf:4: \\[pg\\] cloud_destination: .*Google Cloud Storage.*: use s3://bucket or s3://bucket/prefix$`)),
+      `${dir}/barman.conf:5: [pg] cloud_compression: 'snappy' is not one of: gzip, bzip2, zstd, lz4`,
+      `${dir}/barman.conf:6: [pg] cloud_archive_max_lag: 'soon' is not a duration: use 'N seconds|minutes|hours|days' with N >= 1 (e.g. '15 minutes')`,
+      `${dir}/barman.conf:7: [pg] cloud_sse_kms_key_id: needs cloud_encryption = aws:kms (a KMS key is only used by aws:kms server-side encryption)`,
+    ]);
+  });
+
+  it('a cloud key without cloud_destination is a warning', () => {
+    const dir = write({ 'barman.conf': `[barman]\n[pg]\nconninfo = host=x\nstreaming_archiver = on\nslot_name = b\ncloud_retention_policy = REDUNDANCY 2\n` });
+    expect(messages(loadConfigFile(join(dir, 'barman.conf')), 'warning')).toEqual([
+      `${dir}/barman.conf:6: [pg] cloud_retention_policy: has no effect without cloud_destination (set cloud_destination = s3://bucket[/prefix] for the daemon's cloud tier)`,
+    ]);
+  });
+});
+
 describe('the shipped examples in config/', () => {
   it('load without errors or warnings', () => {
     const repo = new URL('../../', import.meta.url).pathname;

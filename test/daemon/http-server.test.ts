@@ -101,6 +101,7 @@ function taskState(name: string, patch: Partial<ServerTaskState['receiver']> = {
     receiver: { phase: 'streaming', lastError: null, restarts: 3, lastSegmentAt: 1_709_400_000_000, lastSegment: '000000010000000000000002', ...patch },
     maintenance: { lastRunAt: 1_709_400_060_000, lastOutcome: 'ok', lastMessage: null },
     schedule: { cron: '0 4 * * *', lastStartedAt: 1_709_366_400_000, lastOutcome: 'failed', lastMessage: 'boom', running: true },
+    cloud: null,
   };
 }
 

@@ -10,10 +10,9 @@
 //   --dry-run names what would go and deletes nothing.
 // Progress goes to stdout (-q silences it), problems to stderr.
 import { Option } from 'commander';
-import { formatPyRepr } from '../../catalog/python-repr.ts';
-import { CloudDeleteError, CloudBackupDeleter, type DeleteMessages } from '../../cloud/cloud-retention-delete.ts';
-import { cloudRetentionReport, obsoleteBackupIds } from '../../cloud/cloud-retention.ts';
-import { formatRetentionPolicy, parseRetentionPolicy, type RetentionPolicy } from '../../config/retention-policy.ts';
+import { applyCloudRetention, CloudCatalogUnsafe, safeDeleter } from '../../cloud/cloud-retention-apply.ts';
+import { CloudDeleteError, type DeleteMessages } from '../../cloud/cloud-retention-delete.ts';
+import { parseRetentionPolicy, type RetentionPolicy } from '../../config/retention-policy.ts';
 import { ConfigValueError } from '../../config/values.ts';
 import { cloudMessages, openCatalogSession, storageExit } from './catalog-command.ts';
 import { CloudExit, type CloudCommonOptions, cloudProgram, EXIT_OPERATION, EXIT_USAGE, parseCloudArgs, runCloud } from './cloud-program.ts';
@@ -82,23 +81,10 @@ export async function main(argv: string[]): Promise<number> {
     if (session === null) return 0;
     const { catalog } = session;
     try {
-      await catalog.backups();
-      const unreadable = await catalog.unreadable();
-      if (unreadable.length > 0) {
-        throw new CloudExit(
-          `Cannot read the following backups: ${formatPyRepr(unreadable.map((u) => u.backupId))}\n` +
-            'Unsafe to proceed with deletion due to failure reading backup catalog',
-          EXIT_OPERATION,
-        );
-      }
-      const deleter = await CloudBackupDeleter.create(catalog, {
-        dryRun: o.dryRun ?? false,
-        messages,
-        keyPrefix: session.keyPrefix,
-        ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
-      });
+      const common = { dryRun: o.dryRun ?? false, messages, keyPrefix: session.keyPrefix, ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}) };
       let walFailed = false;
       if (policy === null) {
+        const deleter = await safeDeleter(catalog, common);
         const backupId = await catalog.resolveBackupId(o.backupId!);
         // Read, not cached: this one backup's annotation is what matters.
         if ((await catalog.keepAnnotation(backupId, { useCache: false })) !== null) {
@@ -119,23 +105,13 @@ export async function main(argv: string[]): Promise<number> {
         }
         walFailed = (await deleter.delete(backupId, 'requested with -b/--backup-id', true)).walFailed;
       } else {
-        if (policy.kind === 'redundancy' && policy.count < o.minimumRedundancy) {
-          log.warning(
-            `Retention policy redundancy (${policy.count}) is lower than the required minimum redundancy (${o.minimumRedundancy}). Enforce ${o.minimumRedundancy}.`,
-          );
-        }
-        const report = cloudRetentionReport(policy, await catalog.backups(), deleter.keepOf, { minimumRedundancy: o.minimumRedundancy, now: new Date() });
-        const obsolete = obsoleteBackupIds(report);
-        const why = `OBSOLETE under ${formatRetentionPolicy(policy)}${o.minimumRedundancy > 0 ? ` with minimum redundancy ${o.minimumRedundancy}` : ''}`;
-        if (obsolete.length === 0) log.info(`No backup of server ${server} is obsolete under ${formatRetentionPolicy(policy)}`);
-        for (const id of obsolete) {
-          // Retention may clean WAL around standalone archival backups (Barman's cron does too).
-          walFailed = (await deleter.delete(id, why, false)).walFailed || walFailed;
-        }
+        walFailed = (
+          await applyCloudRetention(catalog, policy, { ...common, minimumRedundancy: o.minimumRedundancy })
+        ).walFailed;
       }
       return walFailed ? EXIT_OPERATION : 0;
     } catch (err) {
-      if (err instanceof CloudDeleteError) throw new CloudExit(err.message, EXIT_OPERATION);
+      if (err instanceof CloudDeleteError || err instanceof CloudCatalogUnsafe) throw new CloudExit(err.message, EXIT_OPERATION);
       return storageExit(err);
     } finally {
       session.store.close();

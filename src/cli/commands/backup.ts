@@ -1,3 +1,4 @@
+import { cloudKeepFrom } from '../../cloud/tier-state.ts';
 import { refreshBackupStatus } from '../../backup/check-backup.ts';
 import { purgeWalBefore } from '../../backup/delete-backup.ts';
 import { BackupFailed, BackupRefused, takeBackup, type BackupOutcome } from '../../backup/executor.ts';
@@ -168,7 +169,12 @@ async function completeBackup(
   const others = (await listBackups(server.paths)).backups.filter((b) => b.backupId !== backupId && (b.info.status === 'DONE' || b.info.status === 'WAITING_FOR_WALS'));
   if (others.length === 0 && info.begin_wal) {
     ctx.print(`This is the first backup for server ${server.name}`);
-    const removed = await purgeWalBefore(server, info.begin_wal, { hooks, onHookStop: (m) => ctx.warning(`${m}: the WAL files not removed yet are kept`) });
+    const removed = await purgeWalBefore(server, info.begin_wal, {
+      hooks,
+      onHookStop: (m) => ctx.warning(`${m}: the WAL files not removed yet are kept`),
+      // Older backups in the bucket may still need it there.
+      protectFrom: await cloudKeepFrom(server.paths, server.settings.cloud_destination),
+    });
     if (removed.length > 0) {
       ctx.print('WAL segments preceding the current backup have been found:');
       for (const wal of removed) ctx.print(`\t${wal} from server ${server.name} has been removed`);

@@ -10,6 +10,7 @@ import { readXlogDb, type WalFileInfo } from '../../catalog/xlog-db.ts';
 import { ctime } from '../../util/human.ts';
 import { parseLsn } from '../../postgres/lsn.ts';
 import { readReceiverState, type ReceiverState } from '../../wal/receiver-state.ts';
+import { readCloudTierState } from '../../cloud/tier-state.ts';
 
 // `barkeep status SERVER...`: Barman's status lines, with the same JSON keys.
 
@@ -97,7 +98,33 @@ async function serverStatus(s: ServerConfig): Promise<StatusLine[]> {
   add('last_backup', 'Last available backup', done.at(-1)?.backupId ?? 'None');
   const min = s.settings.minimum_redundancy ?? 0;
   add('minimum_redundancy', 'Minimum redundancy requirements', `${done.length >= min ? 'satisfied' : 'FAILED'} (${done.length}/${min})`);
+  if (s.settings.cloud_destination) for (const l of await cloudLines(s)) add(...l);
   return lines;
+}
+
+/** barkeep's cloud tier (cloud_destination), from the daemon's state file. */
+async function cloudLines(s: ServerConfig): Promise<[string, string, string][]> {
+  const dest = s.settings.cloud_destination!;
+  const out: [string, string, string][] = [['cloud_destination', 'Cloud destination', dest]];
+  const state = await readCloudTierState(s.paths).catch(() => null);
+  if (state === null || state.destination !== dest) {
+    out.push(['cloud_wal', 'Cloud WAL', 'nothing copied yet (the barkeep daemon copies WAL and backups)']);
+    return out;
+  }
+  const w = state.wal;
+  const last = w.lastShipped ? `last copied ${w.lastShipped}${w.lastShippedAt ? `, at ${ctime(new Date(w.lastShippedAt))}` : ''}` : 'none copied by this daemon yet';
+  const pending = w.pending === 0 ? 'all copied' : `${w.pending} waiting${w.oldestPendingTime ? `, the oldest archived ${humanTimedelta(Math.max(0, Date.now() / 1000 - w.oldestPendingTime))} ago` : ''}`;
+  out.push(['cloud_wal', 'Cloud WAL', `${pending}; ${last}${w.lastError ? ` (last error: ${w.lastError})` : ''}`]);
+  const b = state.backups;
+  const waiting = b.pending.length > 0 ? `; waiting: ${b.pending.join(', ')}` : '';
+  out.push(['cloud_backups', 'Cloud backups', `${b.inBucket} (newest: ${b.newestInBucket ?? 'None'})${waiting}${b.lastError ? ` (last error: ${b.lastError})` : ''}`]);
+  const policy = s.settings.cloud_retention_policy;
+  if (policy) {
+    const r = state.retention;
+    const ran = r.lastRunAt ? `, last applied ${ctime(new Date(r.lastRunAt))}${r.lastDeleted.length > 0 ? ` (deleted ${r.lastDeleted.join(', ')})` : ''}` : '';
+    out.push(['cloud_retention_policy', 'Cloud retention policy', `${formatRetentionPolicy(policy)}${ran}${r.lastError ? ` (last error: ${r.lastError})` : ''}`]);
+  }
+  return out;
 }
 
 async function lastArchived(s: ServerConfig): Promise<WalFileInfo | null> {
