@@ -240,6 +240,16 @@ describe('damaged backups are refused with a clear error', () => {
     expect(r.stderr).toMatch(/ERROR: s3:\/\/barkeep-test\/pg\/base\/\d{8}T\d{6}\/data\.tar\.gz is corrupt or truncated/);
   });
 
+  for (const [flag, suffix] of [['--zstd', 'zst'], ['--lz4', 'lz4']] as const) {
+    it(`a truncated ${suffix} archive is reported as corrupt or truncated`, async () => {
+      const id = await damagedCopy([flag], (f) => truncateSync(f, Math.floor(statSync(f).size / 2)), `data.tar.${suffix}`);
+      const { dest, ts } = newDirs();
+      const r = await restore(['--tablespace', `ts1:${ts}`], id, dest);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`ERROR: s3://barkeep-test/pg/base/\\d{8}T\\d{6}/data\\.tar\\.${suffix} is corrupt or truncated`));
+    });
+  }
+
   it('a truncated uncompressed archive is reported as truncated', async () => {
     const id = await damagedCopy([], (f) => truncateSync(f, 512 * 1000), 'data.tar');
     const { dest, ts } = newDirs();
@@ -321,6 +331,42 @@ describe('a failed upload', () => {
       proxy.clearFaults();
     }
     await backup(['-z']);
+  });
+
+  it('500s and SlowDown throttling on parts are retried: the backup is DONE and restores', async () => {
+    const seen = proxy.requests.length;
+    proxy.failNext(3, { status: 503, code: 'SlowDown', match: (r) => r.operation === 'UploadPart' });
+    proxy.failNext(2, { status: 500, code: 'InternalError', match: (r) => r.operation === 'UploadPart' });
+    try {
+      const r = await runCloudBin('backup', ['--endpoint-url', proxy.endpoint, '-d', cluster.conninfo(), '--immediate-checkpoint', '-S', '8MB', URL, SERVER], s3);
+      expect(r.stderr).not.toMatch(/ERROR/);
+      expect(r.code).toBe(0);
+      const id = backupIdOf(r);
+      const failed = proxy.requests.slice(seen).filter((q) => q.operation === 'UploadPart' && (q.outcome === 503 || q.outcome === 500));
+      expect(failed.length).toBe(5);
+      const { dest, ts } = newDirs();
+      const out = await restore(['--tablespace', `ts1:${ts}`], id, dest);
+      expect(out.code).toBe(0);
+      verifyBackup(dest);
+    } finally {
+      proxy.clearFaults();
+    }
+  });
+
+  it('the store dropping every connection mid-upload: exit 2 (network), FAILED backup.info, no archive object', async () => {
+    proxy.dropNext(1000, { match: (r) => r.operation === 'UploadPart' });
+    try {
+      const r = await runCloudBin('backup', ['--endpoint-url', proxy.endpoint, '-d', cluster.conninfo(), '--immediate-checkpoint', '-S', '8MB', URL, SERVER], s3, {
+        env: { AWS_MAX_ATTEMPTS: '2' },
+      });
+      expect(r.code, r.stderr).toBe(2);
+      const m = /ERROR: backup (\d{8}T\d{6}) failed: failure uploading data \((.*)\)/.exec(r.stderr);
+      expect(m, r.stderr).not.toBeNull();
+      expect([...backupObjects(s3, SERVER, m![1]!).keys()].filter((k) => k.startsWith('data'))).toEqual([]);
+      expect(readFileSync(objectFile(s3, `${SERVER}/base/${m![1]}/backup.info`), 'utf8')).toContain('status=FAILED');
+    } finally {
+      proxy.clearFaults();
+    }
   });
 });
 
