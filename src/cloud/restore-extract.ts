@@ -146,6 +146,10 @@ export interface ExtractOptions {
   /** The object, for messages. */
   objectName: string;
   warn: (line: string) => void;
+  /** What a write failure says it could not do ('restore' unless told): a backup writes. */
+  action?: string;
+  /** The tar may end at a member boundary without end-of-archive blocks (BASE_BACKUP of PostgreSQL < 15). */
+  endMarkerOptional?: boolean;
 }
 
 const OPEN_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
@@ -418,22 +422,22 @@ export function extractArchive(o: ExtractOptions): Writable {
         if (io.error) throw io.error;
         process(chunk);
       } catch (err) {
-        cb(describe(err, o.objectName));
+        cb(describe(err, o.objectName, o.action));
         return;
       }
       io.room().then(
-        () => cb(io.error ? describe(io.error, o.objectName) : null),
-        (err: unknown) => cb(describe(err, o.objectName)),
+        () => cb(io.error ? describe(io.error, o.objectName, o.action) : null),
+        (err: unknown) => cb(describe(err, o.objectName, o.action)),
       );
     },
     final(cb) {
       (async () => {
-        parser.finish();
+        parser.finish(o.endMarkerOptional ?? false);
         await io.drain();
         for (const h of hardlinks) linkSync(root.path(h.target), root.path(h.rel));
       })().then(
         () => cb(),
-        (err: unknown) => cb(describe(err, o.objectName)),
+        (err: unknown) => cb(describe(err, o.objectName, o.action)),
       );
     },
     destroy(err, cb) {
@@ -453,10 +457,10 @@ function isAscii(s: string): boolean {
   return !/[^\x00-\x7f]/.test(s);
 }
 
-function describe(err: unknown, objectName: string): Error {
+function describe(err: unknown, objectName: string, action = 'restore'): Error {
   if (err instanceof RestoreVerificationError) return err;
   if (err instanceof TarFormatError) return new RestoreVerificationError(`${objectName} is corrupt or truncated: ${err.message}`);
   const e = err as NodeJS.ErrnoException;
-  if (e?.code && e.path) return new Error(`cannot restore ${objectName}: ${e.code} on ${e.path}`);
+  if (e?.code && e.path) return new Error(`cannot ${action} ${objectName}: ${e.code} on ${e.path}`);
   return err as Error;
 }
