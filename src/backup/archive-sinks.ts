@@ -1,9 +1,8 @@
-import { closeSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { closeSync, mkdirSync, openSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
+import { dirname, join, normalize, sep } from 'node:path';
 import { PassThrough, Writable, pipeline } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { BaseBackupSink } from '../postgres/base-backup.ts';
-import { ExtractionRoot, extractArchive } from '../cloud/restore-extract.ts';
 import { createCompressor, createDecompressor } from '../wal/compression.ts';
 
 // Where the archives of a BASE_BACKUP go. Plain: the tars are extracted while
@@ -20,15 +19,14 @@ export interface SinkState {
   files: string[];
 }
 
-/** `legacyTars`: PostgreSQL < 15, whose archives may end without end-of-archive blocks. */
-export function plainSink(backupDir: string, state: SinkState, legacyTars = false): BaseBackupSink {
+export function plainSink(backupDir: string, state: SinkState): BaseBackupSink {
   return {
     openArchive(name) {
       // Server-side compression saves network: decompress, then extract.
       const m = /^(base|\d+)\.tar(?:\.(gz|lz4|zst))?$/.exec(name);
       if (!m) throw new Error(`unexpected archive '${name}' from the server`);
       const [, which, compressed] = m;
-      const target = extractPlain(which === 'base' ? join(backupDir, 'data') : join(backupDir, which!), `${which}.tar`, which === 'base' ? state : null, legacyTars);
+      const target = extractTo(which === 'base' ? join(backupDir, 'data') : join(backupDir, which!), which === 'base' ? state : null);
       if (!compressed) return target;
       return chain(createDecompressor(({ gz: 'gzip', lz4: 'lz4', zst: 'zstd' } as const)[compressed as 'gz']), target);
     },
@@ -223,38 +221,64 @@ function labelReader(state: SinkState): Writable {
   return asNodeWritable(extract as unknown as StreamxWritable);
 }
 
-/**
- * A Writable that extracts a tar stream under `root` (the restore's extractor:
- * file creation and writes go to the thread pool, so a slow create on a busy
- * file system does not stop the socket), then applies the directory modes and
- * reads backup_label back for backup.info.
- */
-function extractPlain(root: string, archive: string, state: SinkState | null, legacyTars: boolean): Writable {
+/** A Writable that extracts a tar stream under `root`, refusing paths that would leave it. */
+function extractTo(root: string, state: SinkState | null): Writable {
   mkdirSync(root, { recursive: true, mode: 0o700 });
-  const tree = new ExtractionRoot(root);
-  const inner = extractArchive({ root: tree, manifestPrefix: '', verifier: null, objectName: archive, action: 'write', endMarkerOptional: legacyTars, warn: () => undefined });
-  const outer = new Writable({
-    highWaterMark: HWM,
-    write(chunk: Buffer, _enc, cb) {
-      inner.write(chunk, (err) => cb(err ?? null));
-    },
-    final(cb) {
-      inner.end((err?: Error | null) => {
-        if (err) return cb(err);
-        try {
-          tree.finish();
-          if (state) state.backupLabel = readFileSync(join(root, 'backup_label'), 'utf8');
-          cb();
-        } catch (e) {
-          cb(e as Error);
-        }
-      });
-    },
-    destroy(err, cb) {
-      inner.destroy(err ?? undefined);
-      cb(err);
-    },
+  const extract = tarStream.extract();
+  extract.on('entry', (header, stream, next) => {
+    const rel = normalize(header.name).replace(/\/+$/, '');
+    const target = join(root, rel);
+    if (rel.startsWith('..') || rel.startsWith(sep) || !target.startsWith(root)) {
+      extract.destroy(new Error(`refusing archive member '${header.name}' outside the backup directory`));
+      return;
+    }
+    const mtime = header.mtime ?? new Date();
+    try {
+      if (header.type === 'directory') {
+        mkdirSync(target, { recursive: true, mode: (header.mode ?? 0o700) & 0o7777 });
+        stream.on('end', () => next());
+        stream.resume();
+      } else if (header.type === 'symlink') {
+        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+        symlinkSync(header.linkname ?? '', target);
+        stream.on('end', () => next());
+        stream.resume();
+      } else if (header.type === 'file' || header.type === 'contiguous-file') {
+        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+        const capture = state !== null && rel === 'backup_label' ? ([] as Buffer[]) : null;
+        const fd = openSync(target, 'w', (header.mode ?? 0o600) & 0o7777);
+        let failed = false;
+        stream.on('data', (d: unknown) => {
+          if (failed) return;
+          try {
+            writeAll(fd, d as Buffer);
+            capture?.push(d as Buffer);
+          } catch (e) {
+            failed = true;
+            closeSync(fd);
+            extract.destroy(e as Error);
+          }
+        });
+        stream.on('error', (e: unknown) => extract.destroy(e as Error));
+        stream.on('end', () => {
+          if (failed) return;
+          try {
+            closeSync(fd);
+            if (capture && state) state.backupLabel = Buffer.concat(capture).toString('utf8');
+            utimesSync(target, mtime, mtime);
+          } catch (e) {
+            extract.destroy(e as Error);
+            return;
+          }
+          next();
+        });
+      } else {
+        stream.on('end', () => next());
+        stream.resume();
+      }
+    } catch (e) {
+      extract.destroy(e as Error);
+    }
   });
-  inner.on('error', (e) => outer.destroy(e));
-  return outer;
+  return asNodeWritable(extract as unknown as StreamxWritable);
 }

@@ -249,7 +249,7 @@ async function copy(server: ServerConfig, req: BackupRequest, backupId: string, 
     req.signal?.throwIfAborted();
     // zstd compresses several chunks at once: Barman's backup_compression_workers, else the cores (up to 4).
     const parallel = s.backup_compression_workers || Math.min(4, availableParallelism());
-    const sink = layout.format === 'plain' ? plainSink(dir, state, serverVersion < 150000) : tarSink(dir, state, layout.clientCompression, layout.level, parallel);
+    const sink = layout.format === 'plain' ? plainSink(dir, state) : tarSink(dir, state, layout.clientCompression, layout.level, parallel);
     return await runBaseBackup(
       repl,
       {

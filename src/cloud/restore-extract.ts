@@ -146,10 +146,6 @@ export interface ExtractOptions {
   /** The object, for messages. */
   objectName: string;
   warn: (line: string) => void;
-  /** What a write failure says it could not do ('restore' unless told): a backup writes. */
-  action?: string;
-  /** The tar may end at a member boundary without end-of-archive blocks (BASE_BACKUP of PostgreSQL < 15). */
-  endMarkerOptional?: boolean;
 }
 
 const OPEN_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
@@ -422,22 +418,22 @@ export function extractArchive(o: ExtractOptions): Writable {
         if (io.error) throw io.error;
         process(chunk);
       } catch (err) {
-        cb(describe(err, o.objectName, o.action));
+        cb(describe(err, o.objectName));
         return;
       }
       io.room().then(
-        () => cb(io.error ? describe(io.error, o.objectName, o.action) : null),
-        (err: unknown) => cb(describe(err, o.objectName, o.action)),
+        () => cb(io.error ? describe(io.error, o.objectName) : null),
+        (err: unknown) => cb(describe(err, o.objectName)),
       );
     },
     final(cb) {
       (async () => {
-        parser.finish(o.endMarkerOptional ?? false);
+        parser.finish();
         await io.drain();
         for (const h of hardlinks) linkSync(root.path(h.target), root.path(h.rel));
       })().then(
         () => cb(),
-        (err: unknown) => cb(describe(err, o.objectName, o.action)),
+        (err: unknown) => cb(describe(err, o.objectName)),
       );
     },
     destroy(err, cb) {
@@ -457,10 +453,10 @@ function isAscii(s: string): boolean {
   return !/[^\x00-\x7f]/.test(s);
 }
 
-function describe(err: unknown, objectName: string, action = 'restore'): Error {
+function describe(err: unknown, objectName: string): Error {
   if (err instanceof RestoreVerificationError) return err;
   if (err instanceof TarFormatError) return new RestoreVerificationError(`${objectName} is corrupt or truncated: ${err.message}`);
   const e = err as NodeJS.ErrnoException;
-  if (e?.code && e.path) return new Error(`cannot ${action} ${objectName}: ${e.code} on ${e.path}`);
+  if (e?.code && e.path) return new Error(`cannot restore ${objectName}: ${e.code} on ${e.path}`);
   return err as Error;
 }
