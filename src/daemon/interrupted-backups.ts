@@ -14,6 +14,8 @@ import { type BackupStatus, formatBackupTime, writeBackupInfo } from '../catalog
 import { listBackups, loadBackup } from '../catalog/catalog.ts';
 import { readLockOwner, serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
 import type { ServerConfig } from '../config/load.ts';
+import { currentBackupHookEnv } from '../hooks/hook-env.ts';
+import type { ServerHooks } from '../hooks/server-hooks.ts';
 
 const IN_PROGRESS: readonly BackupStatus[] = ['EMPTY', 'STARTED'];
 
@@ -23,8 +25,12 @@ export interface InterruptedBackup {
   error: string;
 }
 
-/** Marks FAILED every EMPTY or STARTED backup of `server` that no live process is taking; returns them. */
-export async function failInterruptedBackups(server: ServerConfig, why = 'the backup process is gone (killed or crashed)'): Promise<InterruptedBackup[]> {
+/**
+ * Marks FAILED every EMPTY or STARTED backup of `server` that no live process is taking; returns them.
+ * With `hooks`, each gets its post_backup scripts (BARMAN_STATUS=FAILED), which its
+ * own process never reached: a script that alerts on failed backups hears of it.
+ */
+export async function failInterruptedBackups(server: ServerConfig, why = 'the backup process is gone (killed or crashed)', hooks: ServerHooks | null = null): Promise<InterruptedBackup[]> {
   const { backups } = await listBackups(server.paths);
   const started = backups.filter((b) => IN_PROGRESS.includes(b.info.status));
   if (started.length === 0) return [];
@@ -45,6 +51,9 @@ export async function failInterruptedBackups(server: ServerConfig, why = 'the ba
     } finally {
       await lock.release();
     }
+  }
+  if (hooks?.has('backup')) {
+    for (const b of out) await hooks.post('backup', () => currentBackupHookEnv(server.paths, b.backupId, { status: 'FAILED', error: b.error }));
   }
   return out;
 }

@@ -301,7 +301,7 @@ async function checkStep(pass: Pass, report: CheckStepReport): Promise<void> {
   const problems: string[] = [];
   // First the EMPTY/STARTED backups whose process is gone (barkeep's addition: Barman leaves them so).
   try {
-    for (const b of await failInterruptedBackups(server)) {
+    for (const b of await failInterruptedBackups(server, undefined, pass.hooks)) {
       report.backups.push({ backupId: b.backupId, previous: b.previous, status: 'FAILED', error: b.error });
       pass.log.error({ backup: b.backupId, error: b.error }, `backup ${b.backupId} is now FAILED`);
       pass.say('error', `Backup ${b.backupId} of server ${server.name} has been marked as FAILED: ${b.error}`);

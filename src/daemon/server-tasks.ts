@@ -297,7 +297,8 @@ export class ServerTasks {
     if (code !== 0) {
       // A backup process that dies (the daemon stopping it, the OOM killer...) cannot mark its backup FAILED itself.
       const why = signal ? (this.#abort.signal.aborted ? `the daemon stopped and ended it (${signal})` : `its process was killed (${signal})`) : `its process exited with code ${code}`;
-      const interrupted = await failInterruptedBackups(this.server, why).catch((err: Error) => {
+      const hooks = ServerHooks.forServer(this.server, { configFile: this.#opts.configFile ?? locateConfigFile(), logger: this.#log, signal: this.#abort.signal });
+      const interrupted = await failInterruptedBackups(this.server, why, hooks).catch((err: Error) => {
         this.#log.error({ err }, 'could not mark the interrupted backup FAILED');
         return [];
       });

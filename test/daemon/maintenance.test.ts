@@ -1,4 +1,6 @@
-import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { ServerHooks } from '../../src/hooks/server-hooks.ts';
+import { makeTempDir } from '../support/tmp.ts';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -344,5 +346,23 @@ describe('interrupted backups (crafted catalogs)', () => {
     const list = (await cat.run(['list-backup', 'pg'])).stdout;
     expect(list).toContain('pg 20240102T000000 - FAILED');
     expect(list).toContain('pg 20240103T000000 - FAILED');
+  });
+
+  it("runs post_backup_script for it, as its own process would have: BARMAN_STATUS=FAILED with the error", async () => {
+    const dir = makeTempDir('post-backup-hook');
+    const script = join(dir, 'post.sh');
+    writeFileSync(script, `#!/bin/sh\nenv | grep '^BARMAN_' | sort > ${dir}/$BARMAN_BACKUP_ID.env\n`, { mode: 0o755 });
+    const cat = await makeCatalog({ post_backup_script: script });
+    await addBackup(cat.server, '20240102T000000', newBackupInfo({ status: 'STARTED', server_name: 'pg', begin_time: '2024-01-02 00:00:00+00:00' }));
+    writeFileSync(serverLockPath(cat.server.paths.lockDirectory, 'pg', 'backup'), '2147483646\n1\n');
+    const { logger } = memoryLogger();
+    const hooks = ServerHooks.forServer(cat.server, { configFile: cat.conf, logger });
+    expect(hooks).not.toBeNull();
+    await maintenancePass(cat.server, { logger, hooks });
+    const env = readFileSync(join(dir, '20240102T000000.env'), 'utf8');
+    expect(env).toContain('BARMAN_PHASE=post\n');
+    expect(env).toContain('BARMAN_HOOK=backup_script\n');
+    expect(env).toContain('BARMAN_STATUS=FAILED\n');
+    expect(env).toContain('BARMAN_ERROR=failure: interrupted, the backup process is gone (killed or crashed)\n');
   });
 });
