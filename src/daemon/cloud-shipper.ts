@@ -13,7 +13,7 @@
 //   is restorable), oldest first, one at a time, in its own loop so that a
 //   long upload never holds WAL back. backup.info goes last.
 // - Retention runs after each copied backup and every hour; WAL it deletes is
-//   forgotten by re-listing.
+//   forgotten by re-listing, and the bucket is re-listed every hour anyway.
 // What happened is kept in the tier state file for `check` and `status`, and
 // in memory for /metrics.
 import { mkdir, stat } from 'node:fs/promises';
@@ -41,6 +41,7 @@ import { isErrno } from '../util/durable-fs.ts';
 const WAL_EVERY_MS = 3000;
 const BACKUP_EVERY_MS = 60_000;
 const RETENTION_EVERY_MS = 3600_000;
+const RELIST_EVERY_MS = 3600_000;
 const WAL_CONCURRENCY = 4;
 const BACKOFF_MAX_MS = 60_000;
 
@@ -68,6 +69,7 @@ export class CloudShipper {
   #walFloor: string | null = null;
   #newestBackupInBucket: string | null = null;
   #lastRetention = 0;
+  #lastListing = 0;
   #stateDirty = true;
   /** xlog.db's size and mtime when the last WAL pass found nothing to copy. */
   #idleXlogDb: string | null = null;
@@ -155,6 +157,7 @@ export class CloudShipper {
     }
     this.#inBucket = new Set(wals.keys());
     this.#idleXlogDb = null;
+    this.#lastListing = Date.now();
     const done = backups.filter((b) => b.info.status === 'DONE');
     this.#newestBackupInBucket = done.at(-1)?.backupId ?? null;
     const oldest = done.find((b) => b.info.begin_wal !== null);
@@ -272,6 +275,9 @@ export class CloudShipper {
   }
 
   async #backupPass(): Promise<void> {
+    // Objects deleted or added by someone else (barman-cloud-backup-delete, a lifecycle
+    // rule) are noticed within the hour: WAL gone from the bucket is copied again.
+    if (Date.now() - this.#lastListing >= RELIST_EVERY_MS) await this.#refreshBucket();
     const catalog = await listBackups(this.#server.paths);
     const newest = this.#newestBackupInBucket;
     const candidates = catalog.backups.filter((b) => b.info.status === 'DONE' && (newest === null || b.backupId > newest));
