@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { enableCompileCache } from './compile-cache.ts';
 
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
 // A reader that stops early (`| head`) is not an error.
@@ -18,6 +19,7 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 if (major > 22 || (major === 22 && minor >= 15)) {
+  enableCompileCache();
   const { main } = await import('./main.ts');
   process.exitCode = await main(process.argv.slice(2));
 } else {

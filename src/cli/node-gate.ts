@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { enableCompileCache } from './compile-cache.ts';
 
 export type Main = (argv: string[]) => Promise<number>;
 
@@ -23,6 +24,7 @@ export async function runGated(name: string, binUrl: string, load: () => Promise
   }
   const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
   if (major > 22 || (major === 22 && minor >= 15)) {
+    enableCompileCache();
     const main = await load();
     process.exitCode = await main(process.argv.slice(2));
     return;
