@@ -1,9 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { existsSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import type pg from 'pg';
-import { newBackupInfo, writeBackupInfo, formatBackupTime, type BackupInfo, type Tablespace } from '../catalog/backup-info.ts';
+import { newBackupInfo, writeBackupInfo, formatBackupTime, type BackupInfo } from '../catalog/backup-info.ts';
 import { listBackups } from '../catalog/catalog.ts';
 import { backupDataDirectory, metaBackupInfoPath } from '../catalog/layout.ts';
 import { serverLockPath, tryAcquireLock } from '../catalog/locks.ts';
@@ -13,7 +12,8 @@ import type { ServerHooks } from '../hooks/server-hooks.ts';
 import type { Logger } from '../log.ts';
 import { runBaseBackup, type BaseBackupOptions } from '../postgres/base-backup.ts';
 import { closeQuietly, connectReplication, connectSql, describePgError } from '../postgres/connect.ts';
-import { formatLsn, segmentOffset, walFileNameForLsn, parseSegmentSize } from '../postgres/lsn.ts';
+import { parseSegmentSize } from '../postgres/lsn.ts';
+import { recordBackupPositions } from './backup-positions.ts';
 import { pyDict } from '../catalog/python-repr.ts';
 import { ensureDir } from '../util/durable-fs.ts';
 import { humanTimedelta, prettySize } from '../util/human.ts';
@@ -159,18 +159,9 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     print(`Copy done (time: ${humanTimedelta(copySeconds)})`);
     print('Finalising the backup.');
 
-    const seg = facts.segmentSize;
-    info.begin_xlog = formatLsn(result.startLsn);
-    info.begin_wal = walFileNameForLsn(result.startTimeline, result.startLsn, seg);
-    info.begin_offset = segmentOffset(result.startLsn, seg);
-    info.timeline = result.startTimeline;
-    info.end_xlog = formatLsn(result.endLsn);
-    // The last WAL byte the backup needs is just before its end position.
-    info.end_wal = walFileNameForLsn(result.endTimeline, result.endLsn - 1n, seg);
-    info.end_offset = segmentOffset(result.endLsn, seg);
+    recordBackupPositions(info, result, facts.segmentSize, facts.tablespaceNames);
     info.end_time = formatBackupTime(new Date());
     info.backup_label = state!.backupLabel;
-    info.tablespaces = tablespaces(result.tablespaces, facts.tablespaceNames);
     info.size = diskUsage(dir);
     info.deduplicated_size = info.size;
     info.copy_stats = pyDict({ copy_time: copySeconds, total_time: (Date.now() - started.getTime()) / 1000 });
@@ -317,11 +308,6 @@ async function serverFacts(sql: pg.Client): Promise<ServerFacts> {
   };
 }
 
-function tablespaces(list: { oid: number | null; location: string | null }[], names: Map<number, string>): Tablespace[] | null {
-  const user = list.filter((t) => t.oid !== null);
-  if (user.length === 0) return null;
-  return user.map((t) => ({ name: names.get(t.oid!) ?? String(t.oid), oid: t.oid!, location: t.location ?? '' }));
-}
 
 /** Backup IDs are local time, to the second, as Barman makes them; never reuse one. */
 async function newBackupId(server: ServerConfig): Promise<string> {

@@ -10,11 +10,12 @@
 // server confirm the last WAL segment the backup needs has been archived
 // before the backup is declared DONE.
 import type pg from 'pg';
-import { formatBackupInfo, formatBackupTime, newBackupInfo, type BackupInfo, type BackupInfoField, type Tablespace } from '../catalog/backup-info.ts';
+import { formatBackupInfo, formatBackupTime, newBackupInfo, type BackupInfo, type BackupInfoField } from '../catalog/backup-info.ts';
 import { pyDict } from '../catalog/python-repr.ts';
 import { runBaseBackup, type BaseBackupSink } from '../postgres/base-backup.ts';
 import { closeQuietly, connectReplication, connectSql, describePgError } from '../postgres/connect.ts';
-import { formatLsn, parseSegmentSize, segmentOffset, walFileNameForLsn } from '../postgres/lsn.ts';
+import { recordBackupPositions } from '../backup/backup-positions.ts';
+import { parseSegmentSize } from '../postgres/lsn.ts';
 import type { EncryptionKey } from '../storage/encryption.ts';
 import type { ObjectStore, ServerSideEncryption } from '../storage/object-store.ts';
 import { ArchiveUpload, BandwidthLimit, manifestUpload, UploadGate, type BackupCompression, type UploadedObject, type UploadSettings } from './backup-upload.ts';
@@ -222,17 +223,8 @@ async function takeBackup(
       sink,
       facts.version,
     );
-    const seg = facts.segmentSize;
-    info.begin_xlog = formatLsn(result.startLsn);
-    info.begin_wal = walFileNameForLsn(result.startTimeline, result.startLsn, seg);
-    info.begin_offset = segmentOffset(result.startLsn, seg);
-    info.timeline = result.startTimeline;
-    info.end_xlog = formatLsn(result.endLsn);
-    // The last byte the backup needs is just before its end position.
-    info.end_wal = walFileNameForLsn(result.endTimeline, result.endLsn - 1n, seg);
-    info.end_offset = segmentOffset(result.endLsn, seg);
+    recordBackupPositions(info, result, facts.segmentSize, facts.tablespaceNames);
     info.end_time = await serverTime(sql);
-    info.tablespaces = tablespaces(result.tablespaces, facts.tablespaceNames);
     info.backup_label = archives.find((a) => a.base === 'data')?.backupLabel ?? null;
     if (info.backup_label === null) throw new Error('the server sent no backup_label in the base archive');
     for (const a of archives) {
@@ -380,8 +372,3 @@ function warnAboutServer(f: ServerFacts, warn: (line: string) => void): void {
   if (included.length > 0) warn(`included configuration files outside the data directory are not in the backup: ${included.join(', ')}`);
 }
 
-function tablespaces(list: { oid: number | null; location: string | null }[], names: Map<number, string>): Tablespace[] | null {
-  const user = list.filter((t) => t.oid !== null);
-  if (user.length === 0) return null;
-  return user.map((t) => ({ name: names.get(t.oid!) ?? String(t.oid), oid: t.oid!, location: t.location ?? '' }));
-}

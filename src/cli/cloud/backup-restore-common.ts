@@ -3,7 +3,7 @@ import { CloudUrlError, parseCloudUrl } from '../../storage/cloud-url.ts';
 import { EncryptionError, loadEncryptionKey, type EncryptionKey } from '../../storage/encryption.ts';
 import { S3ConfigError } from '../../storage/s3-client.ts';
 import { openS3Store, type S3ObjectStore } from '../../storage/s3-store.ts';
-import { CloudExit, EXIT_USAGE, type CloudConnection } from './cloud-program.ts';
+import { CloudExit, EXIT_USAGE, type CloudCommonOptions, type CloudConnection } from './cloud-program.ts';
 
 export interface Say {
   /** Results (stdout), not shown with -q. */
@@ -12,6 +12,22 @@ export interface Say {
   verbose: (line: string) => void;
   /** Problems worth knowing (stderr), hidden with -qq. */
   warn: (line: string) => void;
+}
+
+/** Messages at barman-cloud's levels: -q hides results, -qq warnings too; -v adds progress. */
+export function sayFor(flags: Pick<CloudCommonOptions, 'verbose' | 'quiet'>): Say {
+  const level = flags.verbose - flags.quiet;
+  return {
+    print: (line) => {
+      if (level >= 0) process.stdout.write(`${line}\n`);
+    },
+    verbose: (line) => {
+      if (level > 0) process.stderr.write(`INFO: ${line}\n`);
+    },
+    warn: (line) => {
+      if (level >= -1) process.stderr.write(`WARNING: ${line}\n`);
+    },
+  };
 }
 
 /**

@@ -11,7 +11,7 @@ import {
   runCloud,
   type CloudCommonOptions,
 } from './cloud-program.ts';
-import { parseCloudSize, parseJobs, parseTags, openCloudStore, loadKey, type Say } from './backup-restore-common.ts';
+import { parseCloudSize, parseJobs, parseTags, openCloudStore, loadKey, sayFor } from './backup-restore-common.ts';
 
 // barkeep-cloud-backup: barman-cloud-backup's command line and bucket layout,
 // with the backup taken over a replication connection (BASE_BACKUP) instead of
@@ -192,20 +192,6 @@ function mib(n: number): string {
   return `${(n / 1048576).toFixed(1)} MiB`;
 }
 
-function sayFor(flags: CloudCommonOptions): Say {
-  const level = flags.verbose - flags.quiet;
-  return {
-    print: (line) => {
-      if (level >= 0) process.stdout.write(`${line}\n`);
-    },
-    verbose: (line) => {
-      if (level > 0) process.stderr.write(`INFO: ${line}\n`);
-    },
-    warn: (line) => {
-      if (level >= -1) process.stderr.write(`WARNING: ${line}\n`);
-    },
-  };
-}
 
 function chosenCompression(flags: BackupFlags): 'gzip' | 'bzip2' | 'zstd' | 'lz4' | null {
   const chosen = COMPRESSIONS.map(([, n]) => n).find((n) => flags[n] !== undefined);

@@ -4,7 +4,7 @@ import { BackupNotFoundError } from '../../catalog/catalog.ts';
 import { parseRecoveryTarget, RecoveryInputError, type RecoveryTarget, type TargetOptions } from '../../recovery/targets.ts';
 import { isStorageError } from '../../storage/errors.ts';
 import { CloudExit, cloudConnection, cloudProgram, EXIT_OPERATION, EXIT_USAGE, parseCloudArgs, runCloud, type CloudCommonOptions } from './cloud-program.ts';
-import { loadKey, openCloudStore, parseJobs, type Say } from './backup-restore-common.ts';
+import { loadKey, openCloudStore, parseJobs, sayFor, type Say } from './backup-restore-common.ts';
 
 // barkeep-cloud-restore: barman-cloud-restore's command line, restoring in
 // parallel, verifying against the backup_manifest, and optionally writing the
@@ -129,20 +129,6 @@ export async function main(argv: string[]): Promise<number> {
   });
 }
 
-function sayFor(flags: CloudCommonOptions): Say {
-  const level = flags.verbose - flags.quiet;
-  return {
-    print: (line) => {
-      if (level >= 0) process.stdout.write(`${line}\n`);
-    },
-    verbose: (line) => {
-      if (level > 0) process.stderr.write(`INFO: ${line}\n`);
-    },
-    warn: (line) => {
-      if (level >= -1) process.stderr.write(`WARNING: ${line}\n`);
-    },
-  };
-}
 
 function parseRelocations(rules: string[]): Map<string, string> {
   const map = new Map<string, string>();
