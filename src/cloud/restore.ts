@@ -13,7 +13,7 @@ import { parseManifest, type BackupManifest } from '../backup/manifest.ts';
 import { HashPool } from '../backup/verify/hash-pool.ts';
 import type { BackupInfo } from '../catalog/backup-info.ts';
 import { mangleConfigFile } from '../recovery/config-mangle.ts';
-import { quoteGuc, recoverySettingLines, type RecoveryTargets } from '../recovery/recovery-settings.ts';
+import { quoteGuc, recoverySettingLines, recoveryTargetsOf } from '../recovery/recovery-settings.ts';
 import type { RecoveryTarget } from '../recovery/targets.ts';
 import { createDecryptor, EncryptionError, isEncrypted, type EncryptionKey } from '../storage/encryption.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
@@ -365,17 +365,7 @@ function rewriteTablespaceMap(dest: string, tablespaces: { oid: number; location
 }
 
 async function writeRecoveryConfig(dest: string, r: RecoveryRequest): Promise<{ recoveryLines: string[]; archiveCommandDisabled: string[] }> {
-  const t = r.target;
-  const targets: RecoveryTargets = {
-    ...(t.time ? { time: t.time.text } : {}),
-    ...(t.xid ? { xid: t.xid } : {}),
-    ...(t.lsn ? { lsn: t.lsn.text } : {}),
-    ...(t.name ? { name: t.name } : {}),
-    ...(t.kind === 'immediate' ? { immediate: true } : {}),
-    ...(t.tli !== null ? { tli: t.tli } : {}),
-    ...(t.exclusive ? { exclusive: true } : {}),
-    ...(t.action ? { action: t.action } : {}),
-  };
+  const targets = recoveryTargetsOf(r.target);
   const lines = [...(r.restoreCommand !== null ? [`restore_command = ${quoteGuc(r.restoreCommand)}`] : []), ...recoverySettingLines({ kind: 'none' }, targets)];
   // As barman recover does: archive_command is turned off (kept in a comment),
   // so the restored server does not archive into the source's archive.

@@ -23,7 +23,7 @@ import type { RestoreEntry, RestoreWriter } from './copy/restore-writer.ts';
 import { Throttle } from './copy/throttle.ts';
 import { localDestination, remoteDestination, type Destination } from './destination.ts';
 import { RECOVERY_PROGRESS, RECOVERY_WARNINGS, recoveryHeaderLines, type RecoveryResult } from './recovery-report.ts';
-import { isPitr, recoverySettingLines, type RecoveryTargets, type RestoreCommandSpec } from './recovery-settings.ts';
+import { isPitr, recoverySettingLines, recoveryTargetsOf, type RestoreCommandSpec } from './recovery-settings.ts';
 import { selectBackup } from './select-backup.ts';
 import { parseSshCommand } from './ssh/ssh-command.ts';
 import { RecoveryInputError, type RecoveryTarget } from './targets.ts';
@@ -107,7 +107,7 @@ export async function recover(opts: RecoverOptions, io: RecoverIo): Promise<Reco
     getWal: opts.getWal,
   });
 
-  const targets = settingsTargets(target);
+  const targets = recoveryTargetsOf(target);
   const pitr = isPitr(targets);
   const stagingDir = opts.stagingWalDirectory ?? STAGING_DEFAULT;
   const walIntoPgWal = !opts.getWal && (opts.standbyMode || !pitr);
@@ -355,18 +355,6 @@ function tablespaceLocations(backup: CatalogBackup, relocations: ReadonlyMap<str
   return out;
 }
 
-function settingsTargets(t: RecoveryTarget): RecoveryTargets {
-  return {
-    ...(t.time ? { time: t.time.text } : {}),
-    ...(t.xid ? { xid: t.xid } : {}),
-    ...(t.lsn ? { lsn: t.lsn.text } : {}),
-    ...(t.name ? { name: t.name } : {}),
-    ...(t.kind === 'immediate' ? { immediate: true } : {}),
-    ...(t.tli !== null ? { tli: t.tli } : {}),
-    ...(t.exclusive ? { exclusive: true } : {}),
-    ...(t.action ? { action: t.action } : {}),
-  };
-}
 
 function restoreCommand(opts: RecoverOptions, pitr: boolean, stagingDir: string, walIntoPgWal: boolean): RestoreCommandSpec | null {
   if (opts.getWal) {

@@ -1,6 +1,7 @@
 // The recovery settings a restore appends to postgresql.auto.conf (PostgreSQL 12+),
 // in the order and wording of Barman's RecoveryExecutor._generate_recovery_conf,
 // so a restored cluster looks the same whichever tool prepared it.
+import type { RecoveryTarget } from './targets.ts';
 
 export interface RecoveryTargets {
   /** Validated and normalised, e.g. '2026-11-21 16:05:35.893534+00:00'. */
@@ -14,6 +15,20 @@ export interface RecoveryTargets {
   /** recovery_target_inclusive = 'False' (only together with time, xid or lsn). */
   exclusive?: boolean;
   action?: 'pause' | 'shutdown' | 'promote';
+}
+
+/** The settings' view of a validated target (targets.ts). */
+export function recoveryTargetsOf(t: RecoveryTarget): RecoveryTargets {
+  return {
+    ...(t.time ? { time: t.time.text } : {}),
+    ...(t.xid ? { xid: t.xid } : {}),
+    ...(t.lsn ? { lsn: t.lsn.text } : {}),
+    ...(t.name ? { name: t.name } : {}),
+    ...(t.kind === 'immediate' ? { immediate: true } : {}),
+    ...(t.tli !== null ? { tli: t.tli } : {}),
+    ...(t.exclusive ? { exclusive: true } : {}),
+    ...(t.action ? { action: t.action } : {}),
+  };
 }
 
 export type RestoreCommandSpec =
