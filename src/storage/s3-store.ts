@@ -6,7 +6,7 @@
 // object ever becomes visible and no orphan parts are billed.
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BucketLocationConstraint, GetObjectCommandOutput, S3Client } from '@aws-sdk/client-s3';
+import type { BucketLocationConstraint, GetObjectCommandOutput, ListObjectsV2CommandOutput, S3Client } from '@aws-sdk/client-s3';
 import { type CloudUrl, objectUrl, parseCloudUrl } from './cloud-url.ts';
 import { StorageError } from './errors.ts';
 import {
@@ -279,40 +279,33 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async *list(prefix: string, opts: ListOptions = {}): AsyncIterable<ObjectInfo> {
-    let token: string | undefined;
-    do {
-      let page;
-      try {
-        page = await this.client.send(
-          new this.sdk.ListObjectsV2Command({
-            Bucket: this.bucket,
-            Prefix: this.prefix + prefix,
-            ...(opts.delimiter ? { Delimiter: opts.delimiter } : {}),
-            ...(token ? { ContinuationToken: token } : {}),
-            ...(this.opts.listPageSize ? { MaxKeys: this.opts.listPageSize } : {}),
-          }),
-        );
-      } catch (err) {
-        throw this.mapError(err, 'list', prefix);
-      }
+    for await (const page of this.#listPages(prefix, opts.delimiter)) {
       for (const o of page.Contents ?? []) {
         if (o.Key === undefined) continue;
         yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) };
       }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
+    }
   }
 
   async *listPrefixes(prefix: string): AsyncIterable<string> {
+    for await (const page of this.#listPages(prefix, '/')) {
+      for (const p of page.CommonPrefixes ?? []) {
+        if (p.Prefix !== undefined) yield p.Prefix.slice(this.prefix.length);
+      }
+    }
+  }
+
+  /** Every page of a ListObjectsV2 listing under the store's prefix + `prefix`. */
+  async *#listPages(prefix: string, delimiter: string | undefined): AsyncGenerator<ListObjectsV2CommandOutput> {
     let token: string | undefined;
     do {
-      let page;
+      let page: ListObjectsV2CommandOutput;
       try {
         page = await this.client.send(
           new this.sdk.ListObjectsV2Command({
             Bucket: this.bucket,
             Prefix: this.prefix + prefix,
-            Delimiter: '/',
+            ...(delimiter ? { Delimiter: delimiter } : {}),
             ...(token ? { ContinuationToken: token } : {}),
             ...(this.opts.listPageSize ? { MaxKeys: this.opts.listPageSize } : {}),
           }),
@@ -320,9 +313,7 @@ export class S3ObjectStore implements ObjectStore {
       } catch (err) {
         throw this.mapError(err, 'list', prefix);
       }
-      for (const p of page.CommonPrefixes ?? []) {
-        if (p.Prefix !== undefined) yield p.Prefix.slice(this.prefix.length);
-      }
+      yield page;
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
   }
