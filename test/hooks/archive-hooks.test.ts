@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { barkeep } from '../support/cli.ts';
 import { makeTempDir } from '../support/tmp.ts';
 import { makeArchiveHome, makeWalSegments, type WalFixture } from '../wal/fixtures.ts';
+import { envFile } from './hook-support.ts';
 
 // `barkeep archive-wal` with archive hooks on WAL files from incoming/: the
 // variables before and after each file, and a pre_archive_retry_script's
@@ -16,14 +17,6 @@ beforeAll(async () => {
   wal = await makeWalSegments(3);
 });
 
-function envFile(dir: string, name: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(join(dir, `${name}.env`), 'utf8').split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
 
 describe('archive hooks', () => {
   it('run around each file; ABORT_STOP from the pre retry script stops the queue there, with a warning and exit 0', async () => {

@@ -1,10 +1,11 @@
-import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { listBackups } from '../../src/catalog/catalog.ts';
 import { deleteAnnotationPath, metaBackupInfoPath, walPath } from '../../src/catalog/layout.ts';
 import { addBackup, addWals, backupInfo, makeCatalog, seg, walFilesOnDisk, xlogDbNames } from '../backup/catalog-support.ts';
 import { makeTempDir } from '../support/tmp.ts';
+import { envFile, recorder } from './hook-support.ts';
 
 // `barkeep delete` on crafted catalogs with hook scripts: the delete hooks around
 // the backup, the WAL-delete hooks around each WAL file removed, with Barman's
@@ -12,29 +13,7 @@ import { makeTempDir } from '../support/tmp.ts';
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => seg(from + i));
 
-/** A hook script that saves its BARMAN_* variables to <dir>/<phase>-<hook>[-<segment>].env and exits with `code`. */
-function recorder(dir: string, code = 0, stopOnSegment?: string): string {
-  const path = join(dir, `hook-${code}-${stopOnSegment ?? 'all'}.sh`);
-  writeFileSync(
-    path,
-    '#!/bin/sh\n' +
-      `f="${dir}/$BARMAN_PHASE-$BARMAN_HOOK\${BARMAN_SEGMENT:+-$BARMAN_SEGMENT}.env"\n` +
-      `env | grep '^BARMAN_' | sort > "$f"\n` +
-      `echo "$BARMAN_PHASE $BARMAN_HOOK $BARMAN_SEGMENT" >> ${dir}/order\n` +
-      (stopOnSegment ? `[ "$BARMAN_SEGMENT" = "${stopOnSegment}" ] && exit ${code}\nexit 0\n` : `exit ${code}\n`),
-  );
-  chmodSync(path, 0o755);
-  return path;
-}
 
-function envFile(dir: string, name: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(join(dir, `${name}.env`), 'utf8').split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
 
 /** Two DONE backups: A (segments 2-3), B (10-11); WAL 1..12. */
 async function twoBackups(settings: Record<string, string>) {
@@ -63,9 +42,9 @@ describe('delete hooks', () => {
     expect(xlogDbNames(server)).toEqual(range(10, 12));
 
     const order = readFileSync(join(dir, 'order'), 'utf8').split('\n').filter((l) => l !== '');
-    expect(order.slice(0, 2)).toEqual(['pre delete_script ', 'pre delete_retry_script ']);
+    expect(order.slice(0, 2)).toEqual(['pre delete_script', 'pre delete_retry_script']);
     expect(order.slice(2, -2)).toEqual(range(1, 9).flatMap((s) => [`pre wal_delete_script ${s}`, `post wal_delete_retry_script ${s}`]));
-    expect(order.slice(-2)).toEqual(['post delete_retry_script ', 'post delete_script ']);
+    expect(order.slice(-2)).toEqual(['post delete_retry_script', 'post delete_script']);
 
     const backupVars = {
       BARMAN_BACKUP_DIR: join(server.paths.basebackupsDirectory, '20240101T000000'),
@@ -141,8 +120,8 @@ describe('delete hooks', () => {
     expect(r.stdout + r.stderr).toContain('Enforcing retention policy: removing backup 20240101T000000 for server pg');
     expect((await listBackups(cat.server.paths)).backups.map((b) => b.backupId)).toEqual(['20240103T000000']);
     const order = readFileSync(join(dir, 'order'), 'utf8').split('\n').filter((l) => l !== '');
-    expect(order[0]).toBe('pre delete_script ');
-    expect(order.at(-1)).toBe('post delete_script ');
+    expect(order[0]).toBe('pre delete_script');
+    expect(order.at(-1)).toBe('post delete_script');
     expect(order).toContain(`post wal_delete_script ${seg(1)}`);
     expect(envFile(dir, 'post-delete_script')).toMatchObject({ BARMAN_BACKUP_ID: '20240101T000000', BARMAN_PHASE: 'post' });
   });

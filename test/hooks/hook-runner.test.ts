@@ -7,6 +7,7 @@ import { pythonJsonDumps, recoveryHookEnv, walHookEnv, duplicateWalError } from 
 import { abortableSleep, BARMAN_RETRY_TIMING, HookInterruptedError, runHookScript, runRetryHookScript, type Sleep } from '../../src/hooks/hook-runner.ts';
 import { HookStopError, ServerHooks } from '../../src/hooks/server-hooks.ts';
 import { makeTempDir } from '../support/tmp.ts';
+import { envFile, recorder } from './hook-support.ts';
 
 // The hook runner on its own: real /bin/sh scripts, the retry loop's exit-code
 // semantics with the waits injected (recorded, not slept), the stop signal, and
@@ -128,21 +129,7 @@ describe('ServerHooks', () => {
     return { config, server: config.servers.get('pg')! };
   }
 
-  function recorder(dir: string, exitCode = 0): string {
-    const path = join(dir, `record-${exitCode}.sh`);
-    writeFileSync(path, `#!/bin/sh\necho "$BARMAN_PHASE $BARMAN_HOOK" >> ${dir}/order\nenv | grep '^BARMAN_' | sort > "${dir}/$BARMAN_PHASE-$BARMAN_HOOK.env"\nexit ${exitCode}\n`);
-    chmodSync(path, 0o755);
-    return path;
-  }
 
-  function envFile(dir: string, name: string): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const line of readFileSync(join(dir, `${name}.env`), 'utf8').split('\n')) {
-      const i = line.indexOf('=');
-      if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
-    }
-    return out;
-  }
 
   it('is null for a server without hook scripts, and the keys load without a warning', () => {
     const dir = makeTempDir('hooks');

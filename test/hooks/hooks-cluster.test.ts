@@ -1,34 +1,17 @@
-import { appendFileSync, chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { barkeepServer, waitFor, type BarkeepServer, type ReceiverProcess } from '../support/barkeep-server.ts';
 import { startCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { makeTempDir } from '../support/tmp.ts';
+import { envFile, recorder } from './hook-support.ts';
 
 // Hook scripts against a real PostgreSQL 15 through the barkeep CLI, as a user
 // configures them: backup hooks seeing EMPTY then DONE, archive hooks per WAL,
 // a pre_backup_retry_script's ABORT_STOP failing the backup before any copy,
 // delete hooks, and recovery hooks around a local restore.
 
-/** Saves the script's BARMAN_* variables to <dir>/<phase>-<hook>[-<segment>].env, then exits with `code`. */
-function recorder(dir: string, code = 0): string {
-  const path = join(dir, `hook-${code}.sh`);
-  writeFileSync(
-    path,
-    '#!/bin/sh\n' + `f="${dir}/$BARMAN_PHASE-$BARMAN_HOOK\${BARMAN_SEGMENT:+-$BARMAN_SEGMENT}.env"\n` + `env | grep '^BARMAN_' | sort > "$f"\n` + `echo "output of $BARMAN_PHASE $BARMAN_HOOK"\n` + `exit ${code}\n`,
-  );
-  chmodSync(path, 0o755);
-  return path;
-}
 
-function envFile(dir: string, name: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(join(dir, `${name}.env`), 'utf8').split('\n')) {
-    const i = line.indexOf('=');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
 
 describe('hook scripts with PostgreSQL 15', () => {
   let cluster: PgCluster;
