@@ -16,7 +16,7 @@ export const CLOUD_LAG_CHECK = 'cloud archive lag';
 export async function cloudArchiveLagCheck(server: ServerConfig, now = Date.now()): Promise<CheckResult | null> {
   const s = server.settings;
   if (!s.cloud_destination) return null;
-  const limit = s.cloud_archive_max_lag ?? 900;
+  const limit = s.cloud_archive_max_lag?.seconds ?? 900;
   const state = await readCloudTierState(server.paths);
   const nowS = now / 1000;
   // The oldest local WAL the state does not account for: archived after it was written.

@@ -100,13 +100,21 @@ export function parseInterval(value: string): Interval {
 
 const DURATION_SECONDS = { second: 1, minute: 60, hour: 3600, day: 86400 } as const;
 
-/** A short duration such as '15 minutes', '30 seconds', '2 hours' or '1 day'; in seconds. */
-export function parseDuration(value: string): number {
+export interface Duration {
+  seconds: number;
+  /** As written, normalised: '15 minutes'. */
+  text: string;
+}
+
+/** A short duration such as '15 minutes', '30 seconds', '2 hours' or '1 day'. */
+export function parseDuration(value: string): Duration {
   const m = /^\s*(\d+)\s*(second|minute|hour|day)s?\s*$/i.exec(value);
   if (!m || Number(m[1]) === 0) {
     throw new ConfigValueError(`'${value}' is not a duration: use 'N seconds|minutes|hours|days' with N >= 1 (e.g. '15 minutes')`);
   }
-  return Number(m[1]) * DURATION_SECONDS[m[2]!.toLowerCase() as keyof typeof DURATION_SECONDS];
+  const n = Number(m[1]);
+  const unit = m[2]!.toLowerCase() as keyof typeof DURATION_SECONDS;
+  return { seconds: n * DURATION_SECONDS[unit], text: `${n} ${unit}${n === 1 ? '' : 's'}` };
 }
 
 export function parseEnum<T extends string>(allowed: readonly T[]): (value: string) => T {

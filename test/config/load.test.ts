@@ -263,7 +263,7 @@ describe("the cloud tier's keys", () => {
     expect(s.cloud_destination).toBe('s3://backups/tier');
     expect(s.cloud_compression).toBe('zstd');
     expect(s.cloud_retention_policy).toEqual({ kind: 'window', amount: 4, unit: 'WEEKS', days: 28 });
-    expect(s.cloud_archive_max_lag).toBe(7200);
+    expect(s.cloud_archive_max_lag).toEqual({ seconds: 7200, text: '2 hours' });
   });
 
   it('bad values name the line and what is accepted', () => {
