@@ -18,6 +18,7 @@ import type { RecoveryTarget } from '../recovery/targets.ts';
 import { createDecryptor, EncryptionError, isEncrypted, type EncryptionKey } from '../storage/encryption.ts';
 import type { ObjectStore } from '../storage/object-store.ts';
 import { writeFileDurable } from '../util/durable-fs.ts';
+import { peekHead } from '../util/peek-head.ts';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 import { createDecompressor, type CompressionFormat } from '../wal/compression.ts';
 import { DEFAULT_RANGE_SIZE, Permits, rangedDownload } from './ranged-download.ts';
@@ -260,7 +261,9 @@ async function extractOne(
   const t0 = Date.now();
   o.verbose(`Extracting ${name} into ${root.root}`);
   const download = rangedDownload(o.store, a.key, a.size, { permits, window: o.jobs, signal, rangeSize: o.rangeSize ?? DEFAULT_RANGE_SIZE });
-  const { head, stream } = await peek(download, 8);
+  const peeked = await peekHead(download, 8);
+  const head = peeked.head;
+  const stream = Readable.from(peeked.rest, { objectMode: false });
   const stages: NodeJS.ReadWriteStream[] = [];
   if (isEncrypted(head)) {
     if (!o.encryptionKey) {
@@ -313,40 +316,6 @@ function describeFailure(err: unknown, name: string, compression: string | null)
   return e;
 }
 
-/** The first `n` bytes of a stream, and the whole stream again (head included). */
-async function peek(src: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
-  const it = src[Symbol.asyncIterator]();
-  const got: Buffer[] = [];
-  let length = 0;
-  let done = false;
-  while (length < n) {
-    const r = await it.next();
-    if (r.done) {
-      done = true;
-      break;
-    }
-    got.push(r.value as Buffer);
-    length += (r.value as Buffer).length;
-  }
-  const head = Buffer.concat(got);
-  const stream = Readable.from(
-    (async function* () {
-      try {
-        if (head.length > 0) yield head;
-        if (done) return;
-        for (;;) {
-          const r = await it.next();
-          if (r.done) return;
-          yield r.value as Buffer;
-        }
-      } finally {
-        await it.return?.();
-      }
-    })(),
-    { objectMode: false },
-  );
-  return { head, stream };
-}
 
 /** A relocated tablespace must be relocated in tablespace_map too (backups made with TABLESPACE_MAP have one). */
 function rewriteTablespaceMap(dest: string, tablespaces: { oid: number; location: string }[]): void {

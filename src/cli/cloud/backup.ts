@@ -11,6 +11,7 @@ import {
   runCloud,
   type CloudCommonOptions,
 } from './cloud-program.ts';
+import { storageExit } from './catalog-command.ts';
 import { parseCloudSize, parseJobs, parseTags, openCloudStore, loadKey, sayFor } from './backup-restore-common.ts';
 
 // barkeep-cloud-backup: barman-cloud-backup's command line and bucket layout,
@@ -180,8 +181,7 @@ export async function main(argv: string[]): Promise<number> {
         throw err;
       }
     } catch (err) {
-      if (isStorageError(err)) throw new CloudExit(err.message, err.exitCode);
-      throw err;
+      return storageExit(err);
     } finally {
       store.close();
     }

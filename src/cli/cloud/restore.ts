@@ -2,8 +2,8 @@ import { Option } from 'commander';
 import { isAbsolute } from 'node:path';
 import { BackupNotFoundError } from '../../catalog/catalog.ts';
 import { parseRecoveryTarget, RecoveryInputError, type RecoveryTarget, type TargetOptions } from '../../recovery/targets.ts';
-import { isStorageError } from '../../storage/errors.ts';
 import { CloudExit, cloudConnection, cloudProgram, EXIT_OPERATION, EXIT_USAGE, parseCloudArgs, runCloud, type CloudCommonOptions } from './cloud-program.ts';
+import { storageExit } from './catalog-command.ts';
 import { loadKey, openCloudStore, parseJobs, sayFor, type Say } from './backup-restore-common.ts';
 
 // barkeep-cloud-restore: barman-cloud-restore's command line, restoring in
@@ -121,8 +121,7 @@ export async function main(argv: string[]): Promise<number> {
         throw err;
       }
     } catch (err) {
-      if (isStorageError(err)) throw new CloudExit(err.message, err.exitCode);
-      throw err;
+      return storageExit(err);
     } finally {
       store.close();
     }

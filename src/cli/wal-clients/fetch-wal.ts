@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { createDecompressor, detectCompressionFromBytes, MAGIC_MAX_LENGTH } from '../../wal/compression.ts';
+import { peekHead } from '../../util/peek-head.ts';
 import { commitTempFile, discardTempFile, writeTempFile, type TempFile } from './durable-file.ts';
 import { spawnSsh, waitForExit, type SshOutcome, type SshTarget } from './ssh.ts';
 
@@ -41,34 +42,3 @@ export async function fetchWal(target: SshTarget, getWalWords: readonly string[]
   return { ...outcome, localError };
 }
 
-/**
- * Reads at least `n` bytes (fewer if the stream is shorter) without losing
- * any: `rest` yields them again followed by everything else, pulling from
- * the source only as fast as it is consumed.
- */
-export async function peekHead(source: Readable, n: number): Promise<{ head: Buffer; rest: AsyncGenerator<Buffer> }> {
-  const it = source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const first: Buffer[] = [];
-  let length = 0;
-  let done = false;
-  while (length < n) {
-    const r = await it.next();
-    if (r.done) {
-      done = true;
-      break;
-    }
-    first.push(r.value);
-    length += r.value.length;
-  }
-  const head = Buffer.concat(first);
-  async function* rest(): AsyncGenerator<Buffer> {
-    if (head.length > 0) yield head;
-    if (done) return;
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
-    }
-  }
-  return { head, rest: rest() };
-}
