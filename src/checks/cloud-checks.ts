@@ -5,7 +5,7 @@
 // WAL is older than the limit too, the cloud tier is not running.
 import { xlogDbPath } from '../catalog/layout.ts';
 import { readXlogDb } from '../catalog/xlog-db.ts';
-import { readCloudTierState } from '../cloud/tier-state.ts';
+import { cloudTierStateFor } from '../cloud/tier-state.ts';
 import type { ServerConfig } from '../config/load.ts';
 import { isErrno } from '../util/durable-fs.ts';
 import { humanTimedelta } from '../util/human.ts';
@@ -17,10 +17,10 @@ export async function cloudArchiveLagCheck(server: ServerConfig, now = Date.now(
   const s = server.settings;
   if (!s.cloud_destination) return null;
   const limit = s.cloud_archive_max_lag?.seconds ?? 900;
-  const state = await readCloudTierState(server.paths);
+  const state = await cloudTierStateFor(server.paths, s.cloud_destination);
   const nowS = now / 1000;
   // The oldest local WAL the state does not account for: archived after it was written.
-  const since = state !== null && state.destination === s.cloud_destination ? state.updatedAt / 1000 : -Infinity;
+  const since = state !== null ? state.updatedAt / 1000 : -Infinity;
   let unaccounted: number | null = null;
   try {
     for await (const wal of readXlogDb(await xlogDbPath(server.paths), { onInvalidLine: () => undefined })) {
@@ -30,7 +30,7 @@ export async function cloudArchiveLagCheck(server: ServerConfig, now = Date.now(
     if (!isErrno(err, 'ENOENT')) throw err;
   }
   const error = state?.wal.lastError ? `; last error: ${state.wal.lastError}` : '';
-  if (state !== null && state.destination === s.cloud_destination && state.wal.pending > 0 && state.wal.oldestPendingTime !== null) {
+  if (state !== null && state.wal.pending > 0 && state.wal.oldestPendingTime !== null) {
     const age = nowS - state.wal.oldestPendingTime;
     if (age > limit) {
       return {

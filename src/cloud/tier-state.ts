@@ -83,6 +83,12 @@ export async function readCloudTierState(paths: Pick<ServerPaths, 'backupDirecto
   }
 }
 
+/** The state file when it describes `destination` (not a bucket the server used to copy to), else null. */
+export async function cloudTierStateFor(paths: Pick<ServerPaths, 'backupDirectory'>, destination: string): Promise<CloudTierState | null> {
+  const state = await readCloudTierState(paths);
+  return state !== null && state.destination === destination ? state : null;
+}
+
 /**
  * With cloud_destination: the first WAL of the local archive not yet in the
  * bucket, which local WAL removal must keep (with everything after it) so
@@ -91,7 +97,7 @@ export async function readCloudTierState(paths: Pick<ServerPaths, 'backupDirecto
  */
 export async function cloudKeepFrom(paths: Pick<ServerPaths, 'backupDirectory'>, destination: string | null | undefined): Promise<string | null> {
   if (!destination) return null;
-  const state = await readCloudTierState(paths).catch(() => null);
-  if (state === null || state.destination !== destination || state.wal.pending === 0) return null;
+  const state = await cloudTierStateFor(paths, destination).catch(() => null);
+  if (state === null || state.wal.pending === 0) return null;
   return state.wal.oldestPending ?? null;
 }

@@ -10,7 +10,7 @@ import { readXlogDb, type WalFileInfo } from '../../catalog/xlog-db.ts';
 import { ctime } from '../../util/human.ts';
 import { parseLsn } from '../../postgres/lsn.ts';
 import { readReceiverState, type ReceiverState } from '../../wal/receiver-state.ts';
-import { readCloudTierState } from '../../cloud/tier-state.ts';
+import { cloudTierStateFor } from '../../cloud/tier-state.ts';
 
 // `barkeep status SERVER...`: Barman's status lines, with the same JSON keys.
 
@@ -106,8 +106,8 @@ async function serverStatus(s: ServerConfig): Promise<StatusLine[]> {
 async function cloudLines(s: ServerConfig): Promise<[string, string, string][]> {
   const dest = s.settings.cloud_destination!;
   const out: [string, string, string][] = [['cloud_destination', 'Cloud destination', dest]];
-  const state = await readCloudTierState(s.paths).catch(() => null);
-  if (state === null || state.destination !== dest) {
+  const state = await cloudTierStateFor(s.paths, dest).catch(() => null);
+  if (state === null) {
     out.push(['cloud_wal', 'Cloud WAL', 'nothing copied yet (the barkeep daemon copies WAL and backups)']);
     return out;
   }
