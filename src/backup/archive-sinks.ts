@@ -1,8 +1,9 @@
-import { closeSync, mkdirSync, openSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
-import { dirname, join, normalize, sep } from 'node:path';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { PassThrough, Writable, pipeline } from 'node:stream';
-import tarStream from 'tar-stream';
-import type { BaseBackupSink } from '../postgres/base-backup.ts';
+import { TarParser } from '../cloud/backup-tar.ts';
+import type { BaseBackupSink, DirectArchive } from '../postgres/base-backup.ts';
+import { PlainExtractor } from './plain-extract.ts';
 import { createCompressor, createDecompressor } from '../wal/compression.ts';
 
 // Where the archives of a BASE_BACKUP go. Plain: the tars are extracted while
@@ -17,21 +18,28 @@ export interface SinkState {
   backupLabel: string | null;
   /** Archive and manifest files written (tar format), relative to the backup directory. */
   files: string[];
+  /** Bytes of every regular file written: the backup's size, as Barman sums it. */
+  bytes: number;
 }
 
-export function plainSink(backupDir: string, state: SinkState): BaseBackupSink {
+export function plainSink(backupDir: string, state: SinkState, endMarkerOptional = false): BaseBackupSink {
   return {
     openArchive(name) {
       // Server-side compression saves network: decompress, then extract.
       const m = /^(base|\d+)\.tar(?:\.(gz|lz4|zst))?$/.exec(name);
       if (!m) throw new Error(`unexpected archive '${name}' from the server`);
       const [, which, compressed] = m;
-      const target = extractTo(which === 'base' ? join(backupDir, 'data') : join(backupDir, which!), which === 'base' ? state : null);
+      const target = new PlainExtractor(which === 'base' ? join(backupDir, 'data') : join(backupDir, which!), {
+        archive: name,
+        endMarkerOptional,
+        tally: state,
+        ...(which === 'base' ? { onBackupLabel: (text: string) => void (state.backupLabel = text) } : {}),
+      });
       if (!compressed) return target;
-      return chain(createDecompressor(({ gz: 'gzip', lz4: 'lz4', zst: 'zstd' } as const)[compressed as 'gz']), target);
+      return chain(createDecompressor(({ gz: 'gzip', lz4: 'lz4', zst: 'zstd' } as const)[compressed as 'gz']), asWritable(target));
     },
     openManifest() {
-      return fileWriter(join(backupDir, 'data', 'backup_manifest'));
+      return new DirectFile(join(backupDir, 'data', 'backup_manifest'), state);
     },
   };
 }
@@ -43,17 +51,19 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
       const suffix = clientCompression === null ? '' : { gzip: '.gz', lz4: '.lz4', zstd: '.zst' }[clientCompression];
       const file = join('data', `${name}${serverCompressed ? '' : suffix}`);
       state.files.push(file);
-      const out = fileWriter(join(backupDir, file));
-      const stored = serverCompressed || clientCompression === null ? out : chain(createCompressor(clientCompression, { ...(level === undefined ? {} : { level }), ...(parallel ? { parallel } : {}) }), out);
-      if (!name.startsWith('base.tar')) return stored;
+      const out = new DirectFile(join(backupDir, file), state);
+      const isBase = name.startsWith('base.tar');
+      if (!serverCompressed && clientCompression === null) return isBase ? new LabelScan(out, state) : out;
+      const stored = serverCompressed ? asWritable(out) : chain(createCompressor(clientCompression!, { ...(level === undefined ? {} : { level }), ...(parallel ? { parallel } : {}) }), asWritable(out));
+      if (!isBase) return stored;
       // Read backup_label out of the base archive on the way through.
-      const label = labelReader(state);
+      const label = asWritable(new LabelScan(null, state));
       const labelIn = serverCompressed ? chain(createDecompressor(({ gz: 'gzip', lz4: 'lz4', zst: 'zstd' } as const)[serverCompressed as 'gz']), label) : label;
       return tee(stored, labelIn);
     },
     openManifest() {
       state.files.push(join('data', 'backup_manifest'));
-      return fileWriter(join(backupDir, 'data', 'backup_manifest'));
+      return new DirectFile(join(backupDir, 'data', 'backup_manifest'), state);
     },
   };
 }
@@ -67,39 +77,113 @@ const HWM = 1 << 20;
  * pool round trip per chunk (which cost twice pg_basebackup's CPU), and a
  * slow disk blocks the event loop, which is back-pressure on the socket.
  */
-function fileWriter(path: string): Writable {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const fd = openSync(path, 'w', 0o600);
-  let closed = false;
-  const close = () => {
-    if (!closed) closeSync(fd);
-    closed = true;
-  };
+class DirectFile implements DirectArchive {
+  #fd: number;
+  readonly #tally: { bytes: number };
+
+  constructor(path: string, tally: { bytes: number }) {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    this.#fd = openSync(path, 'w', 0o600);
+    this.#tally = tally;
+  }
+
+  writeNow(chunk: Buffer): void {
+    try {
+      writeAll(this.#fd, chunk);
+      this.#tally.bytes += chunk.length;
+    } catch (e) {
+      this.abort();
+      throw e;
+    }
+  }
+
+  close(): void {
+    const fd = this.#fd;
+    this.#fd = -1;
+    if (fd >= 0) closeSync(fd);
+  }
+
+  abort(): void {
+    try {
+      this.close();
+    } catch {
+      // already failing
+    }
+  }
+}
+
+/**
+ * backup_label's text from a base archive on its way elsewhere (`out`, or
+ * nowhere). PostgreSQL sends backup_label first, so the tar is parsed only
+ * until then; the rest passes through untouched.
+ */
+class LabelScan implements DirectArchive {
+  readonly #out: DirectArchive | null;
+  readonly #state: SinkState;
+  #parser: TarParser | null = new TarParser();
+  #inLabel: Buffer[] | null = null;
+
+  constructor(out: DirectArchive | null, state: SinkState) {
+    this.#out = out;
+    this.#state = state;
+  }
+
+  writeNow(chunk: Buffer): void {
+    this.#out?.writeNow(chunk);
+    if (this.#parser) this.#scan(chunk);
+  }
+
+  #scan(chunk: Buffer): void {
+    for (const ev of this.#parser!.feed(chunk)) {
+      if (ev.kind === 'member') {
+        if (ev.member.name.replace(/^\.\//, '') === 'backup_label') this.#inLabel = [];
+        if (ev.member.size === 0 && this.#inLabel) this.#done();
+      } else if (ev.kind === 'data') {
+        this.#inLabel?.push(Buffer.from(ev.data));
+      } else if (ev.kind === 'pad' && this.#inLabel) {
+        this.#done();
+      }
+      if (!this.#parser) return;
+    }
+  }
+
+  #done(): void {
+    this.#state.backupLabel = Buffer.concat(this.#inLabel!).toString('utf8');
+    this.#inLabel = null;
+    this.#parser = null;
+  }
+
+  close(): void {
+    this.#out?.close();
+  }
+
+  abort(): void {
+    this.#out?.abort();
+  }
+}
+
+/** A DirectArchive behind a Writable, for data that comes out of a (de)compressor. */
+function asWritable(d: DirectArchive): Writable {
   return new Writable({
     highWaterMark: HWM,
     write(chunk: Buffer, _enc, cb) {
       try {
-        writeAll(fd, chunk);
+        d.writeNow(chunk);
         cb();
       } catch (e) {
-        close();
         cb(e as Error);
       }
     },
     final(cb) {
       try {
-        close();
+        d.close();
         cb();
       } catch (e) {
         cb(e as Error);
       }
     },
     destroy(err, cb) {
-      try {
-        close();
-      } catch {
-        // already failing
-      }
+      d.abort();
       cb(err);
     },
   });
@@ -171,114 +255,4 @@ function tee(a: Writable, b: Writable): Writable {
   });
   for (const w of [a, b]) w.on('error', (e) => wrapper.destroy(e));
   return wrapper;
-}
-
-interface StreamxWritable {
-  write(chunk: Buffer): boolean;
-  end(): void;
-  destroy(err?: Error): void;
-  once(event: string, fn: (...args: unknown[]) => void): void;
-}
-
-/** tar-stream 3 is built on streamx: give its writable side Node's interface, back-pressure and errors included. */
-function asNodeWritable(x: StreamxWritable): Writable {
-  const wrapper = new Writable({
-    highWaterMark: HWM,
-    write(chunk: Buffer, _enc, cb) {
-      if (x.write(chunk)) cb();
-      else x.once('drain', () => cb());
-    },
-    final(cb) {
-      x.once('finish', () => cb());
-      x.end();
-    },
-    destroy(err, cb) {
-      x.destroy(err ?? undefined);
-      cb(err);
-    },
-  });
-  // An extraction failure (ENOSPC writing a member, a bad member name)
-  // fails the writer at once, pending writes included.
-  x.once('error', (e) => wrapper.destroy(e as Error));
-  return wrapper;
-}
-
-function labelReader(state: SinkState): Writable {
-  const extract = tarStream.extract();
-  extract.on('entry', (header, stream, next) => {
-    if (header.name === 'backup_label') {
-      const parts: Buffer[] = [];
-      stream.on('data', (d: unknown) => parts.push(d as Buffer));
-      stream.on('end', () => {
-        state.backupLabel = Buffer.concat(parts).toString('utf8');
-        next();
-      });
-    } else {
-      stream.on('end', () => next());
-      stream.resume();
-    }
-  });
-  return asNodeWritable(extract as unknown as StreamxWritable);
-}
-
-/** A Writable that extracts a tar stream under `root`, refusing paths that would leave it. */
-function extractTo(root: string, state: SinkState | null): Writable {
-  mkdirSync(root, { recursive: true, mode: 0o700 });
-  const extract = tarStream.extract();
-  extract.on('entry', (header, stream, next) => {
-    const rel = normalize(header.name).replace(/\/+$/, '');
-    const target = join(root, rel);
-    if (rel.startsWith('..') || rel.startsWith(sep) || !target.startsWith(root)) {
-      extract.destroy(new Error(`refusing archive member '${header.name}' outside the backup directory`));
-      return;
-    }
-    const mtime = header.mtime ?? new Date();
-    try {
-      if (header.type === 'directory') {
-        mkdirSync(target, { recursive: true, mode: (header.mode ?? 0o700) & 0o7777 });
-        stream.on('end', () => next());
-        stream.resume();
-      } else if (header.type === 'symlink') {
-        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
-        symlinkSync(header.linkname ?? '', target);
-        stream.on('end', () => next());
-        stream.resume();
-      } else if (header.type === 'file' || header.type === 'contiguous-file') {
-        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
-        const capture = state !== null && rel === 'backup_label' ? ([] as Buffer[]) : null;
-        const fd = openSync(target, 'w', (header.mode ?? 0o600) & 0o7777);
-        let failed = false;
-        stream.on('data', (d: unknown) => {
-          if (failed) return;
-          try {
-            writeAll(fd, d as Buffer);
-            capture?.push(d as Buffer);
-          } catch (e) {
-            failed = true;
-            closeSync(fd);
-            extract.destroy(e as Error);
-          }
-        });
-        stream.on('error', (e: unknown) => extract.destroy(e as Error));
-        stream.on('end', () => {
-          if (failed) return;
-          try {
-            closeSync(fd);
-            if (capture && state) state.backupLabel = Buffer.concat(capture).toString('utf8');
-            utimesSync(target, mtime, mtime);
-          } catch (e) {
-            extract.destroy(e as Error);
-            return;
-          }
-          next();
-        });
-      } else {
-        stream.on('end', () => next());
-        stream.resume();
-      }
-    } catch (e) {
-      extract.destroy(e as Error);
-    }
-  });
-  return asNodeWritable(extract as unknown as StreamxWritable);
 }

@@ -139,7 +139,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     let result;
     let state: SinkState;
     for (let attempt = 0; ; attempt++) {
-      state = { backupLabel: null, files: [] };
+      state = { backupLabel: null, files: [], bytes: 0 };
       try {
         result = await copy(server, req, backupId, dir, state, layout, facts.version, facts.clusterSize);
         break;
@@ -162,7 +162,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
     recordBackupPositions(info, result, facts.segmentSize, facts.tablespaceNames);
     info.end_time = formatBackupTime(new Date());
     info.backup_label = state!.backupLabel;
-    info.size = diskUsage(dir);
+    info.size = state!.bytes;
     info.deduplicated_size = info.size;
     info.copy_stats = pyDict({ copy_time: copySeconds, total_time: (Date.now() - started.getTime()) / 1000 });
     print(`Backup start at LSN: ${info.begin_xlog} (${info.begin_wal}, ${hex8(info.begin_offset)})`);
@@ -240,7 +240,7 @@ async function copy(server: ServerConfig, req: BackupRequest, backupId: string, 
     req.signal?.throwIfAborted();
     // zstd compresses several chunks at once: Barman's backup_compression_workers, else the cores (up to 4).
     const parallel = s.backup_compression_workers || Math.min(4, availableParallelism());
-    const sink = layout.format === 'plain' ? plainSink(dir, state) : tarSink(dir, state, layout.clientCompression, layout.level, parallel);
+    const sink = layout.format === 'plain' ? plainSink(dir, state, serverVersion < 150000) : tarSink(dir, state, layout.clientCompression, layout.level, parallel);
     return await runBaseBackup(
       repl,
       {
@@ -328,11 +328,6 @@ async function newBackupId(server: ServerConfig): Promise<string> {
 function syncFilesystem(dir: string): void {
   const r = spawnSync('sync', ['-f', dir]);
   if (r.status !== 0) throw new Error(`cannot make ${dir} durable: sync -f failed: ${r.stderr?.toString().trim()}`);
-}
-
-function diskUsage(dir: string): number {
-  const r = spawnSync('du', ['-sb', dir], { encoding: 'utf8' });
-  return Number(r.stdout.split('\t')[0] ?? 0);
 }
 
 function hex8(n: number | null): string {

@@ -36,10 +36,25 @@ export interface TablespaceEntry {
   size: number;
 }
 
+/**
+ * A consumer that is done with each chunk when writeNow returns (it writes
+ * synchronously): chunks are handed over as views of pg's buffer, with no
+ * copy and no queue. Errors are thrown.
+ */
+export interface DirectArchive {
+  writeNow(chunk: Buffer): void;
+  /** The archive is complete: throws if it is not what it should be. */
+  close(): void;
+  /** The backup failed: release what is open. */
+  abort(): void;
+}
+
+export type ArchiveTarget = Writable | DirectArchive;
+
 export interface BaseBackupSink {
   /** A new archive: `name` as the server names it (base.tar, 16384.tar.lz4, ...). */
-  openArchive(name: string, tablespacePath: string): Writable;
-  openManifest(): Writable;
+  openArchive(name: string, tablespacePath: string): ArchiveTarget;
+  openManifest(): ArchiveTarget;
   onProgress?(bytesDone: number): void;
 }
 
@@ -116,25 +131,32 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
       const i = copies++;
       if (i < legacyTablespaces.length) {
         const t = legacyTablespaces[i]!;
-        current = sink.openArchive(t.oid === null ? 'base.tar' : `${t.oid}.tar`, t.location ?? '');
+        open(sink.openArchive(t.oid === null ? 'base.tar' : `${t.oid}.tar`, t.location ?? ''));
       } else {
-        current = sink.openManifest();
+        open(sink.openManifest());
       }
-      current.on('error', fail);
     } catch (e) {
       fail(e as Error);
     }
   };
-  let current: Writable | null = null;
+  let current: ArchiveTarget | null = null;
   const slab = new CopySlab();
   const finishing: Promise<void>[] = [];
   let failure: Error | null = null;
   let pausedFor: Writable | null = null;
 
+  const open = (target: ArchiveTarget) => {
+    current = target;
+    if (!isDirect(target)) target.on('error', fail);
+  };
   const close = () => {
     if (!current) return;
     const w = current;
     current = null;
+    if (isDirect(w)) {
+      w.close();
+      return;
+    }
     finishing.push(
       new Promise<void>((resolve, reject) => {
         w.once('error', reject);
@@ -145,6 +167,7 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
   const fail = (e: Error) => {
     if (failure) return;
     failure = e;
+    if (current && isDirect(current)) current.abort();
     conn.stream.destroy(e);
   };
   const onData = (msg: { chunk: Buffer }) => {
@@ -154,7 +177,12 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
       const type = legacy ? 0x64 : chunk[0];
       if (type === 0x64 /* d */) {
         if (!current) throw new BaseBackupError('archive data before any archive was announced');
-        const ok = current.write(slab.copy(legacy ? chunk : chunk.subarray(1)));
+        const payload = legacy ? chunk : chunk.subarray(1);
+        if (isDirect(current)) {
+          current.writeNow(payload);
+          return;
+        }
+        const ok = current.write(slab.copy(payload));
         if (!ok && !pausedFor) {
           // Messages pg has already read are still dispatched while the socket
           // is paused, and one of them may end this writable (next archive):
@@ -175,12 +203,10 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
         const name = chunk.toString('utf8', 1, end);
         const path = chunk.toString('utf8', end + 1, chunk.indexOf(0, end + 1));
         if (!/^[A-Za-z0-9_.]+$/.test(name) || name.includes('..')) throw new BaseBackupError(`the server announced an unexpected archive name '${name}'`);
-        current = sink.openArchive(name, path);
-        current.on('error', fail);
+        open(sink.openArchive(name, path));
       } else if (type === 0x6d /* m */) {
         close();
-        current = sink.openManifest();
-        current.on('error', fail);
+        open(sink.openManifest());
       } else if (type === 0x70 /* p */) {
         sink.onProgress?.(Number(chunk.readBigInt64BE(1)));
       } else {
@@ -203,6 +229,9 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     const r = (await client.query(legacy ? legacyBaseBackupCommand(opts) : baseBackupCommand(opts))) as unknown;
     results = Array.isArray(r) ? (r as pg.QueryResult[]) : [r as pg.QueryResult];
   } catch (e) {
+    // (Assigned in the callbacks above, which TypeScript does not follow.)
+    const open = current as ArchiveTarget | null;
+    if (open && isDirect(open)) open.abort();
     throw failure ?? e;
   } finally {
     conn.removeListener('copyData', onData);
@@ -211,7 +240,12 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     events.removeListener('copyOutResponse', onCopyOut);
   }
   if (failure) throw failure;
-  close();
+  try {
+    close();
+  } catch (e) {
+    await Promise.allSettled(finishing);
+    throw e;
+  }
   await Promise.all(finishing);
 
   // Result sets: start position, tablespaces, end position; then BASE_BACKUP's own completion.
@@ -227,6 +261,10 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     endTimeline: Number(end.tli),
     tablespaces: tbs.map((t) => ({ oid: t.spcoid === null ? null : Number(t.spcoid), location: t.spclocation, size: Number(t.size ?? 0) * 1024 })),
   };
+}
+
+function isDirect(t: ArchiveTarget): t is DirectArchive {
+  return typeof (t as Partial<DirectArchive>).writeNow === 'function';
 }
 
 /**
