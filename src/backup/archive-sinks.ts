@@ -1,8 +1,9 @@
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { PassThrough, Writable, pipeline } from 'node:stream';
 import { TarParser } from '../cloud/backup-tar.ts';
 import type { BaseBackupSink, DirectArchive } from '../postgres/base-backup.ts';
+import { EarlyWriteback } from './early-writeback.ts';
 import { PlainExtractor } from './plain-extract.ts';
 import { createCompressor, createDecompressor } from '../wal/compression.ts';
 
@@ -80,6 +81,7 @@ const HWM = 1 << 20;
 class DirectFile implements DirectArchive {
   #fd: number;
   readonly #tally: { bytes: number };
+  readonly #writeback = new EarlyWriteback();
 
   constructor(path: string, tally: { bytes: number }) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -91,6 +93,7 @@ class DirectFile implements DirectArchive {
     try {
       writeAll(this.#fd, chunk);
       this.#tally.bytes += chunk.length;
+      this.#writeback.wrote(this.#fd, chunk.length);
     } catch (e) {
       this.abort();
       throw e;
@@ -100,7 +103,7 @@ class DirectFile implements DirectArchive {
   close(): void {
     const fd = this.#fd;
     this.#fd = -1;
-    if (fd >= 0) closeSync(fd);
+    if (fd >= 0) this.#writeback.close(fd);
   }
 
   abort(): void {

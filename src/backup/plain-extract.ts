@@ -1,6 +1,7 @@
-import { closeSync, constants, futimesSync, mkdirSync, openSync, symlinkSync, writeSync } from 'node:fs';
+import { constants, futimesSync, mkdirSync, openSync, symlinkSync, writeSync } from 'node:fs';
 import { displayName, memberPath, TarFormatError, TarParser } from '../cloud/backup-tar.ts';
 import { ExtractionRoot } from '../cloud/restore-extract.ts';
+import { EarlyWriteback } from './early-writeback.ts';
 import type { DirectArchive } from '../postgres/base-backup.ts';
 
 // A plain backup's archive (base.tar, <oid>.tar) extracted as its bytes arrive:
@@ -11,7 +12,6 @@ import type { DirectArchive } from '../postgres/base-backup.ts';
 // block the reading of the socket, which is the back-pressure the server sees.
 
 const OPEN_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
-
 export interface PlainExtractOptions {
   /** The archive's name, for messages. */
   archive: string;
@@ -30,6 +30,7 @@ export class PlainExtractor implements DirectArchive {
   #fd = -1;
   #mtime = 0;
   #label: Buffer[] | null = null;
+  readonly #writeback = new EarlyWriteback();
 
   constructor(root: string, o: PlainExtractOptions) {
     mkdirSync(root, { recursive: true, mode: 0o700 });
@@ -57,7 +58,7 @@ export class PlainExtractor implements DirectArchive {
   }
 
   abort(): void {
-    if (this.#fd >= 0) closeSync(this.#fd);
+    if (this.#fd >= 0) this.#writeback.close(this.#fd);
     this.#fd = -1;
   }
 
@@ -67,6 +68,7 @@ export class PlainExtractor implements DirectArchive {
         if (this.#fd < 0) continue;
         writeAll(this.#fd, ev.data);
         if (this.#o.tally) this.#o.tally.bytes += ev.data.length;
+        this.#writeback.wrote(this.#fd, ev.data.length);
         // pg reuses its buffer: keep a copy.
         this.#label?.push(Buffer.from(ev.data));
       } else if (ev.kind === 'pad') {
@@ -108,7 +110,7 @@ export class PlainExtractor implements DirectArchive {
     try {
       futimesSync(fd, this.#mtime, this.#mtime);
     } finally {
-      closeSync(fd);
+      this.#writeback.close(fd);
     }
     if (this.#label) {
       this.#o.onBackupLabel!(Buffer.concat(this.#label).toString('utf8'));

@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -125,5 +125,22 @@ describe('PlainExtractor', () => {
     for (const b of link) sum += b;
     link.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
     expect(() => x.writeNow(Buffer.concat([bytes.subarray(0, bytes.length - 1024), link]))).toThrow(/unexpected member 'b' \(tar type '1'\)/);
+  });
+
+  it('files synced early while the copy goes on are complete, and no descriptor is left open', async () => {
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    const before = openFds();
+    const root = join(scratch(), 'data');
+    const x = new PlainExtractor(root, { archive: 'base.tar' });
+    const large = Buffer.alloc(70 * 1024 * 1024, 0x5a);
+    large.write('end', large.length - 3);
+    const small = Array.from({ length: 20 }, (_, i) => ({ name: `base/1/${i}`, data: Buffer.alloc(8192, i) }));
+    feed(x, archive([{ name: 'base/1/big', data: large }, ...small, { name: 'base/1/big2', data: large }]), 1 << 20);
+    x.close();
+    // The early fdatasyncs end on the thread pool; their descriptors close then.
+    for (let i = 0; i < 100 && openFds() > before; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(openFds()).toBe(before);
+    expect(readFileSync(join(root, 'base/1/big2')).equals(large)).toBe(true);
+    expect(readFileSync(join(root, 'base/1/19')).equals(Buffer.alloc(8192, 19))).toBe(true);
   });
 });
