@@ -43,6 +43,8 @@ interface Run {
   tool: Tool;
   wall: number;
   cpu: number;
+  /** Of cpu: the part spent in the kernel (page-cache writes, file creation). */
+  sys: number;
   rssMb: number;
   sizeMb: number;
   serverCpu: number;
@@ -76,12 +78,12 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): { wall: number; cpu: number; rssMb: number; stdout: string } {
+function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv): { wall: number; cpu: number; sys: number; rssMb: number; stdout: string } {
   const r = spawnSync(TIME, ['-f', '%e %U %S %M', cmd, ...args], { env, encoding: 'utf8', cwd: '/tmp', maxBuffer: 64 << 20 });
   const last = r.stderr.trim().split('\n').at(-1) ?? '';
   const [wall, user, sys, rssKb] = last.split(' ').map(Number) as [number, number, number, number];
   if (r.status !== 0 || Number.isNaN(wall)) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
-  return { wall, cpu: user + sys, rssMb: rssKb / 1024, stdout: r.stdout };
+  return { wall, cpu: user + sys, sys, rssMb: rssKb / 1024, stdout: r.stdout };
 }
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): string {
@@ -216,7 +218,7 @@ async function main(): Promise<void> {
     const server = serverCpu(cluster) - cpu0;
     const sizeMb = duBytes(out) / 1024 ** 2;
     cleanup();
-    return { tool, wall: tm.wall, cpu: tm.cpu, rssMb: tm.rssMb, sizeMb, serverCpu: server, ...(copy === undefined ? {} : { copy }) };
+    return { tool, wall: tm.wall, cpu: tm.cpu, sys: tm.sys, rssMb: tm.rssMb, sizeMb, serverCpu: server, ...(copy === undefined ? {} : { copy }) };
   };
 
   const runs: Run[] = [];
@@ -225,7 +227,7 @@ async function main(): Promise<void> {
       const r = await once(tool);
       runs.push(r);
       console.log(
-        `${tool.padEnd(21)} wall ${r.wall.toFixed(2).padStart(6)} s  cpu ${r.cpu.toFixed(2).padStart(6)} s  server cpu ${r.serverCpu.toFixed(2).padStart(5)} s  maxRSS ${r.rssMb.toFixed(0).padStart(4)} MB  size ${r.sizeMb.toFixed(0).padStart(4)} MiB${r.copy === undefined ? '' : `  (copy_time ${r.copy.toFixed(2)} s)`}`,
+        `${tool.padEnd(21)} wall ${r.wall.toFixed(2).padStart(6)} s  cpu ${r.cpu.toFixed(2).padStart(6)} s (sys ${r.sys.toFixed(2)})  server cpu ${r.serverCpu.toFixed(2).padStart(5)} s  maxRSS ${r.rssMb.toFixed(0).padStart(4)} MB  size ${r.sizeMb.toFixed(0).padStart(4)} MiB${r.copy === undefined ? '' : `  (copy_time ${r.copy.toFixed(2)} s)`}`,
       );
     }
   }

@@ -4,6 +4,7 @@
 // Usage: node bench/restore.ts [--rounds N] [--scale S] [--compressed]
 //   --rounds N    rounds (default 3, or BENCH_RUNS)
 //   --scale S     pgbench scale of the source database (default 50, about 770 MB, or BENCH_SCALE)
+//   --only RE     only the rows whose name matches RE (e.g. 'local')
 //   --compressed  also restore a compressed pair: barkeep zstd (client tar, as in
 //                 bench:backup) -j 2 against pgBackRest lz4 (process-max 2)
 // Environment: BENCH_RUNS, BENCH_SCALE (as the flags), BENCH_BARKEEP_BIN (barkeep's
@@ -63,6 +64,7 @@ const { values: argv } = parseArgs({
     rounds: { type: 'string' },
     scale: { type: 'string' },
     compressed: { type: 'boolean', default: false },
+    only: { type: 'string' },
   },
 });
 const ROUNDS = Number(argv.rounds ?? process.env['BENCH_RUNS'] ?? 3);
@@ -350,7 +352,8 @@ async function main(): Promise<void> {
     console.log('NOTE: barkeep has no `recover` command yet (`barkeep recover --help` does not describe it):');
     console.log('      the barkeep rows are skipped; pgBackRest and Barman run as usual.\n');
   }
-  const rows = ROWS.filter((r) => withBarkeep || r.tool !== 'barkeep');
+  const only = argv.only === undefined ? null : new RegExp(argv.only, 'i');
+  const rows = ROWS.filter((r) => (withBarkeep || r.tool !== 'barkeep') && (!only || only.test(r.name)));
   const t0 = Date.now();
 
   const cluster: PgCluster = await startCluster({ major: 15, name: 'bench-restore', settings: { max_wal_size: '2GB' } });

@@ -1,13 +1,16 @@
 import type { Writable } from 'node:stream';
 import type pg from 'pg';
+import { interceptCopyData } from './copy-data-intercept.ts';
 import { parseLsn, type Lsn } from './lsn.ts';
 
 // BASE_BACKUP over a physical replication connection. PostgreSQL 15+ sends
 // one CopyOut for the whole backup, with sub-messages: 'n' a new archive
 // (name, tablespace path), 'd' data, 'p' progress, 'm' the manifest starts.
-// Chunks are views into pg's reused buffer: each is copied before it is
-// handed to a sink, and when a sink is full the socket is paused until it
-// drains, so memory stays bounded whatever the backup size.
+// The CopyData messages are taken off the socket before pg parses them
+// (copy-data-intercept.ts). A sink that writes synchronously (DirectArchive)
+// is handed slices of the socket's buffers; a stream sink may be full, and
+// then the socket is paused until it drains, so memory stays bounded
+// whatever the backup size.
 
 export interface BaseBackupOptions {
   label: string;
@@ -69,7 +72,7 @@ export interface BaseBackupResult {
 interface PgConnection {
   on(event: 'copyData', fn: (msg: { chunk: Buffer }) => void): void;
   removeListener(event: string, fn: (...args: never[]) => void): void;
-  stream: { pause(): void; resume(): void; destroy(err?: Error): void };
+  stream: { pause(): void; resume(): void; destroy(err?: Error): void } & Parameters<typeof interceptCopyData>[0];
 }
 
 export class BaseBackupError extends Error {}
@@ -170,47 +173,85 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     if (current && isDirect(current)) current.abort();
     conn.stream.destroy(e);
   };
+  /** Archive bytes for the current archive. `owned`: the caller's buffer is not reused (no copy needed to queue it). */
+  const archiveData = (payload: Buffer, owned: boolean) => {
+    if (!current) throw new BaseBackupError('archive data before any archive was announced');
+    if (isDirect(current)) {
+      current.writeNow(payload);
+      return;
+    }
+    const ok = current.write(owned ? payload : slab.copy(payload));
+    if (!ok && !pausedFor) {
+      // Messages already read are still dispatched while the socket is
+      // paused, and one of them may end this writable (next archive): an
+      // ended writable never drains, so finishing resumes too.
+      const w: Writable = current;
+      pausedFor = w;
+      conn.stream.pause();
+      const resume = () => {
+        for (const ev of ['drain', 'finish', 'close', 'error']) w.removeListener(ev, resume);
+        pausedFor = null;
+        conn.stream.resume();
+      };
+      for (const ev of ['drain', 'finish', 'close', 'error']) w.once(ev, resume);
+    }
+  };
+  /** A whole message other than archive data (15+: 'n', 'm', 'p'). */
+  const control = (chunk: Buffer) => {
+    const type = chunk[0];
+    if (type === 0x6e /* n */) {
+      close();
+      const end = chunk.indexOf(0, 1);
+      const name = chunk.toString('utf8', 1, end);
+      const path = chunk.toString('utf8', end + 1, chunk.indexOf(0, end + 1));
+      if (!/^[A-Za-z0-9_.]+$/.test(name) || name.includes('..')) throw new BaseBackupError(`the server announced an unexpected archive name '${name}'`);
+      open(sink.openArchive(name, path));
+    } else if (type === 0x6d /* m */) {
+      close();
+      open(sink.openManifest());
+    } else if (type === 0x70 /* p */) {
+      sink.onProgress?.(Number(chunk.readBigInt64BE(1)));
+    } else {
+      throw new BaseBackupError(`unexpected BASE_BACKUP message type 0x${(type ?? 0).toString(16)}`);
+    }
+  };
+  // Through pg's events (when the socket could not be intercepted): whole messages in pg's reused buffer.
   const onData = (msg: { chunk: Buffer }) => {
     if (failure) return;
     try {
       const chunk = msg.chunk;
-      const type = legacy ? 0x64 : chunk[0];
-      if (type === 0x64 /* d */) {
-        if (!current) throw new BaseBackupError('archive data before any archive was announced');
-        const payload = legacy ? chunk : chunk.subarray(1);
-        if (isDirect(current)) {
-          current.writeNow(payload);
-          return;
-        }
-        const ok = current.write(slab.copy(payload));
-        if (!ok && !pausedFor) {
-          // Messages pg has already read are still dispatched while the socket
-          // is paused, and one of them may end this writable (next archive):
-          // an ended writable never drains, so finishing resumes too.
-          const w: Writable = current;
-          pausedFor = w;
-          conn.stream.pause();
-          const resume = () => {
-            for (const ev of ['drain', 'finish', 'close', 'error']) w.removeListener(ev, resume);
-            pausedFor = null;
-            conn.stream.resume();
-          };
-          for (const ev of ['drain', 'finish', 'close', 'error']) w.once(ev, resume);
-        }
-      } else if (type === 0x6e /* n */) {
-        close();
-        const end = chunk.indexOf(0, 1);
-        const name = chunk.toString('utf8', 1, end);
-        const path = chunk.toString('utf8', end + 1, chunk.indexOf(0, end + 1));
-        if (!/^[A-Za-z0-9_.]+$/.test(name) || name.includes('..')) throw new BaseBackupError(`the server announced an unexpected archive name '${name}'`);
-        open(sink.openArchive(name, path));
-      } else if (type === 0x6d /* m */) {
-        close();
-        open(sink.openManifest());
-      } else if (type === 0x70 /* p */) {
-        sink.onProgress?.(Number(chunk.readBigInt64BE(1)));
-      } else {
-        throw new BaseBackupError(`unexpected BASE_BACKUP message type 0x${(type ?? 0).toString(16)}`);
+      if (legacy) archiveData(chunk, false);
+      else if (chunk[0] === 0x64 /* d */) archiveData(chunk.subarray(1), false);
+      else control(chunk);
+    } catch (e) {
+      fail(e as Error);
+    }
+  };
+  // Straight off the socket: pieces of messages, in buffers that are not reused.
+  let pieceType = 0;
+  let pieces: Buffer[] = [];
+  const onPiece = (piece: Buffer, offset: number, length: number) => {
+    if (failure) return;
+    try {
+      if (legacy) {
+        if (piece.length > 0) archiveData(piece, true);
+        return;
+      }
+      let body = piece;
+      if (offset === 0) {
+        if (length === 0) throw new BaseBackupError('empty BASE_BACKUP message');
+        pieceType = piece[0]!;
+        if (pieceType === 0x64) body = piece.subarray(1);
+      }
+      if (pieceType === 0x64) {
+        if (body.length > 0) archiveData(body, true);
+        return;
+      }
+      pieces.push(piece);
+      if (offset + piece.length === length) {
+        const whole = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+        pieces = [];
+        control(whole);
       }
     } catch (e) {
       fail(e as Error);
@@ -218,7 +259,8 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
   };
 
   const events = conn as unknown as { on(e: string, fn: (...a: never[]) => void): void; removeListener(e: string, fn: (...a: never[]) => void): void };
-  conn.on('copyData', onData);
+  const release = interceptCopyData(conn.stream, onPiece);
+  if (!release) conn.on('copyData', onData);
   if (legacy) {
     events.on('rowDescription', onRowDescription);
     events.on('dataRow', onDataRow);
@@ -234,6 +276,7 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     if (open && isDirect(open)) open.abort();
     throw failure ?? e;
   } finally {
+    release?.();
     conn.removeListener('copyData', onData);
     events.removeListener('rowDescription', onRowDescription);
     events.removeListener('dataRow', onDataRow);
