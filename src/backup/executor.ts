@@ -154,6 +154,7 @@ async function backupLocked(req: BackupRequest): Promise<BackupOutcome> {
       }
     }
     const copySeconds = (Date.now() - copyStart) / 1000;
+    if (state!.backupLabel === null) throw new Error('the base archive from the server has no backup_label');
     step = 'making the copy durable';
     syncFilesystem(dir);
     print(`Copy done (time: ${humanTimedelta(copySeconds)})`);
@@ -231,7 +232,7 @@ function backupLayout(server: ServerConfig): Layout {
 async function copy(server: ServerConfig, req: BackupRequest, backupId: string, dir: string, state: SinkState, layout: Layout, serverVersion: number, estimatedBytes: number) {
   const s = server.settings;
   req.signal?.throwIfAborted();
-  const repl = await connectReplication(s.streaming_conninfo!, { applicationName: s.streaming_backup_name ?? 'barman_streaming_backup' });
+  const repl = await connectReplication(s.streaming_conninfo!, { applicationName: s.streaming_backup_name ?? 'barman_streaming_backup' }, { staticReads: true });
   // Cutting the connection makes BASE_BACKUP fail at once; PostgreSQL ends its side.
   const cut = () => repl.connection.stream.destroy();
   req.signal?.addEventListener('abort', cut, { once: true });

@@ -123,6 +123,9 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
   let resultSets = 0;
   const legacyTablespaces: { oid: string | null; location: string | null }[] = [];
   let copies = 0;
+  // What arrived, checked at the end: a backup must never "succeed" with nothing in it.
+  let archivesOpened = 0;
+  let manifestOpened = false;
   const onRowDescription = () => void resultSets++;
   const onDataRow = (msg: { fields: (string | null)[] }) => {
     if (resultSets === 2) legacyTablespaces.push({ oid: msg.fields[0] ?? null, location: msg.fields[1] ?? null });
@@ -136,6 +139,7 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
         const t = legacyTablespaces[i]!;
         open(sink.openArchive(t.oid === null ? 'base.tar' : `${t.oid}.tar`, t.location ?? ''));
       } else {
+        manifestOpened = true;
         open(sink.openManifest());
       }
     } catch (e) {
@@ -149,6 +153,7 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
   let pausedFor: Writable | null = null;
 
   const open = (target: ArchiveTarget) => {
+    archivesOpened++;
     current = target;
     if (!isDirect(target)) target.on('error', fail);
   };
@@ -208,6 +213,7 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
       open(sink.openArchive(name, path));
     } else if (type === 0x6d /* m */) {
       close();
+      manifestOpened = true;
       open(sink.openManifest());
     } else if (type === 0x70 /* p */) {
       sink.onProgress?.(Number(chunk.readBigInt64BE(1)));
@@ -227,14 +233,14 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
       fail(e as Error);
     }
   };
-  // Straight off the socket: pieces of messages, in buffers that are not reused.
+  // Straight off the socket: pieces of messages (in buffers that are not reused when tap.stable).
   let pieceType = 0;
   let pieces: Buffer[] = [];
   const onPiece = (piece: Buffer, offset: number, length: number) => {
     if (failure) return;
     try {
       if (legacy) {
-        if (piece.length > 0) archiveData(piece, true);
+        if (piece.length > 0) archiveData(piece, tap!.stable);
         return;
       }
       let body = piece;
@@ -244,10 +250,10 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
         if (pieceType === 0x64) body = piece.subarray(1);
       }
       if (pieceType === 0x64) {
-        if (body.length > 0) archiveData(body, true);
+        if (body.length > 0) archiveData(body, tap!.stable);
         return;
       }
-      pieces.push(piece);
+      pieces.push(tap!.stable ? piece : Buffer.from(piece));
       if (offset + piece.length === length) {
         const whole = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
         pieces = [];
@@ -259,8 +265,8 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
   };
 
   const events = conn as unknown as { on(e: string, fn: (...a: never[]) => void): void; removeListener(e: string, fn: (...a: never[]) => void): void };
-  const release = interceptCopyData(conn.stream, onPiece);
-  if (!release) conn.on('copyData', onData);
+  const tap = interceptCopyData(conn.stream, onPiece);
+  if (!tap) conn.on('copyData', onData);
   if (legacy) {
     events.on('rowDescription', onRowDescription);
     events.on('dataRow', onDataRow);
@@ -276,7 +282,7 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     if (open && isDirect(open)) open.abort();
     throw failure ?? e;
   } finally {
-    release?.();
+    tap?.release();
     conn.removeListener('copyData', onData);
     events.removeListener('rowDescription', onRowDescription);
     events.removeListener('dataRow', onDataRow);
@@ -297,6 +303,8 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
   const end = selects[2]?.rows[0] as { recptr: string; tli: string | number } | undefined;
   const tbs = (selects[1]?.rows ?? []) as { spcoid: number | null; spclocation: string | null; size: string | null }[];
   if (!start || !end) throw new BaseBackupError('BASE_BACKUP ended without its start and end positions');
+  if (archivesOpened - (manifestOpened ? 1 : 0) < 1) throw new BaseBackupError('BASE_BACKUP ended without sending any archive');
+  if (!manifestOpened) throw new BaseBackupError('BASE_BACKUP ended without sending the backup manifest');
   return {
     startLsn: parseLsn(start.recptr),
     startTimeline: Number(start.tli),

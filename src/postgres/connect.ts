@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { toClientConfig, type PgOptions } from './conninfo.ts';
+import { staticReadSocket } from './static-read-socket.ts';
 
 // Opening connections. Every client gets an 'error' listener at once: a
 // server shutdown or network drop arrives as an event, and without a
@@ -13,12 +14,18 @@ export async function connectSql(conninfo: string, opts: PgOptions = {}): Promis
   return open(conninfo, { ...opts, replication: false });
 }
 
-export async function connectReplication(conninfo: string, opts: PgOptions = {}): Promise<pg.Client> {
-  return open(conninfo, { ...opts, replication: true });
+/**
+ * `staticReads`: for a connection that streams a lot (BASE_BACKUP), read into
+ * one reused buffer (static-read-socket.ts); ignored with TLS.
+ */
+export async function connectReplication(conninfo: string, opts: PgOptions = {}, o: { staticReads?: boolean } = {}): Promise<pg.Client> {
+  return open(conninfo, { ...opts, replication: true }, o.staticReads ?? false);
 }
 
-async function open(conninfo: string, opts: PgOptions): Promise<pg.Client> {
-  const client = new pg.Client(toClientConfig(conninfo, opts));
+async function open(conninfo: string, opts: PgOptions, staticReads = false): Promise<pg.Client> {
+  const config = toClientConfig(conninfo, opts);
+  if (staticReads && !config.ssl) config.stream = () => staticReadSocket();
+  const client = new pg.Client(config);
   let lastError: Error | undefined;
   client.on('error', (e) => {
     lastError = e;

@@ -6,8 +6,7 @@
 // handed on as slices of the socket's own buffers (a message that spans reads
 // comes in several pieces), and every other message's bytes go on to pg's
 // parser, unchanged and in order, so queries, errors and ReadyForQuery work as
-// before. Node gives each socket read a buffer of its own, so the slices stay
-// valid after the handler returns.
+// before.
 
 /** A piece of a CopyData payload: `offset` into the payload, whose full size is `length`. */
 export type CopyDataPiece = (piece: Buffer, offset: number, length: number) => void;
@@ -19,19 +18,43 @@ interface DataStream {
   destroy(err?: Error): void;
 }
 
+import { staticReadsOf } from './static-read-socket.ts';
+
 const COPY_DATA = 0x64;
 const HEADER = 5;
 
 /**
- * Routes CopyData off `stream` until the returned function is called (at a
- * message boundary: once the query is over). Returns null, and changes
- * nothing, when the stream is not wired as expected (one 'data' listener: pg's
- * parser); the caller then uses pg's own events.
+ * Routes CopyData off `stream` until `release` is called (at a message
+ * boundary: once the query is over). `stable`: the pieces stay valid after
+ * the handler returns (a socket that reads into one reused buffer gives views
+ * that do not). Returns null, and changes nothing, when the stream is not
+ * wired as expected (one 'data' listener: pg's parser); the caller then uses
+ * pg's own events.
  */
-export function interceptCopyData(stream: DataStream, onPiece: CopyDataPiece): (() => void) | null {
+export function interceptCopyData(stream: DataStream, onPiece: CopyDataPiece): { release(): void; stable: boolean } | null {
   const existing = stream.listeners('data');
   if (existing.length !== 1) return null;
   const pg = existing[0]!;
+  const reads = staticReadsOf(stream);
+  if (reads) {
+    // pg's parser keeps a reference to an incomplete message: it gets copies.
+    reads.setTap(splitter((bytes) => pg(Buffer.from(bytes)), onPiece, (e) => stream.destroy(e)));
+    return { release: () => reads.setTap(null), stable: false };
+  }
+  const onData = splitter(pg, onPiece, (e) => stream.destroy(e));
+  stream.removeListener('data', pg);
+  stream.on('data', onData);
+  return {
+    release: () => {
+      stream.removeListener('data', onData);
+      stream.on('data', pg);
+    },
+    stable: true,
+  };
+}
+
+/** The state machine: socket chunks in; CopyData pieces to `onPiece`, every other byte to `forward`. */
+function splitter(forward: (bytes: Buffer) => void, onPiece: CopyDataPiece, destroy: (e: Error) => void): (chunk: Buffer) => void {
   const header = Buffer.alloc(HEADER);
   let headerFill = 0;
   // What the bytes at the current position belong to.
@@ -40,12 +63,12 @@ export function interceptCopyData(stream: DataStream, onPiece: CopyDataPiece): (
   let length = 0;
   let offset = 0;
 
-  const onData = (chunk: Buffer): void => {
+  return (chunk: Buffer): void => {
     let pos = 0;
     // Start of a run of bytes for pg, not handed on yet.
     let forwardFrom = state === 'forward' ? 0 : -1;
     const flush = (end: number) => {
-      if (forwardFrom >= 0 && end > forwardFrom) pg(chunk.subarray(forwardFrom, end));
+      if (forwardFrom >= 0 && end > forwardFrom) forward(chunk.subarray(forwardFrom, end));
       forwardFrom = -1;
     };
     try {
@@ -86,7 +109,7 @@ export function interceptCopyData(stream: DataStream, onPiece: CopyDataPiece): (
             state = 'forward';
             if (start < 0) {
               // A header split over two reads starts this chunk: nothing of this chunk is pending.
-              pg(Buffer.from(header));
+              forward(Buffer.from(header));
               forwardFrom = pos;
             } else if (forwardFrom < 0) {
               forwardFrom = start;
@@ -106,14 +129,7 @@ export function interceptCopyData(stream: DataStream, onPiece: CopyDataPiece): (
       }
       flush(chunk.length);
     } catch (e) {
-      stream.destroy(e as Error);
+      destroy(e as Error);
     }
-  };
-
-  stream.removeListener('data', pg);
-  stream.on('data', onData);
-  return () => {
-    stream.removeListener('data', onData);
-    stream.on('data', pg);
   };
 }

@@ -1,6 +1,8 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { interceptCopyData } from '../../src/postgres/copy-data-intercept.ts';
+import { staticReadSocket } from '../../src/postgres/static-read-socket.ts';
 
 // The splitter that takes CopyData off the replication socket: whatever the
 // read boundaries, every CopyData payload must come out whole and in order,
@@ -45,7 +47,7 @@ function run(chunks: Buffer[]): { payloads: Buffer[]; forwarded: Buffer; socket:
   });
   expect(release).not.toBeNull();
   for (const c of chunks) socket.emit('data', c);
-  release!();
+  release!.release();
   expect(socket.listeners('data')).toEqual([pg]);
   return { payloads, forwarded: Buffer.concat(pgBytes), socket };
 }
@@ -93,5 +95,42 @@ describe('interceptCopyData', () => {
     socket.on('data', () => undefined);
     expect(interceptCopyData(socket, () => undefined)).toBeNull();
     expect(socket.listeners('data')).toHaveLength(2);
+  });
+
+  it('over a socket that reads into one reused buffer: the same split, pg gets copies that stay valid', async () => {
+    // A peer that sends the wire in uneven writes, some split inside headers.
+    const server = net.createServer((peer) => {
+      const cuts = [3, 700, 5_000, 70_100, 70_106, 80_000, wire.length];
+      let from = 0;
+      const next = (): void => {
+        const to = cuts.shift();
+        if (to === undefined) return void peer.end();
+        peer.write(wire.subarray(from, to), () => setTimeout(next, 5));
+        from = to;
+      };
+      next();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const socket = staticReadSocket();
+    const kept: Buffer[] = [];
+    socket.on('data', (b: Buffer) => kept.push(b));
+    const payloads: Buffer[] = [];
+    let current: Buffer[] = [];
+    const tap = interceptCopyData(socket, (piece, offset, length) => {
+      current.push(Buffer.from(piece));
+      if (offset + piece.length === length) {
+        payloads.push(Buffer.concat(current));
+        current = [];
+      }
+    });
+    expect(tap?.stable).toBe(false);
+    socket.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await once(socket, 'end');
+    tap!.release();
+    server.close();
+    // Concatenated only now: every buffer pg was handed must still hold its bytes.
+    expect(Buffer.concat(kept).equals(forwardedExpected)).toBe(true);
+    expect(payloads).toEqual(copies);
   });
 });
