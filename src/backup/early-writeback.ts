@@ -31,6 +31,11 @@ export class EarlyWriteback {
     });
   }
 
+  /** Whether an fdatasync is under way (its callback has not run yet). */
+  get busy(): boolean {
+    return this.#syncing.size > 0;
+  }
+
   /** Closes `fd` now, or when its fdatasync ends (closing it under way would sync another file reusing the number). */
   close(fd: number): void {
     const syncing = this.#syncing.get(fd);

@@ -4,7 +4,7 @@
 // ~1 GB/s on a 2-core host (page cache warm), about pg_verifybackup's speed.
 import { Worker } from 'node:worker_threads';
 import type { ChecksumAlgorithm } from './checksum.ts';
-import type { HashRequest, HashResponse } from './hash-worker.ts';
+import type { DrainRequest, HashRequest, HashResponse } from './hash-worker.ts';
 
 export interface HashResult {
   bytes: number;
@@ -17,6 +17,8 @@ export class HashPoolError extends Error {}
 
 // Compiled (dist/*.js) or run from source (*.ts, type stripping): the worker is a sibling either way.
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './hash-worker.ts' : './hash-worker.js', import.meta.url);
+
+const DRAIN_LIMIT_MS = 60_000;
 
 export class HashPool {
   readonly #idle: Worker[] = [];
@@ -53,6 +55,7 @@ export class HashPool {
           if (res.id !== id) return;
           cleanup();
           if ('error' in res) reject(new Error(res.error));
+          else if ('drained' in res) reject(new HashPoolError('unexpected answer from a hash worker'));
           else resolve({ bytes: res.bytes, digest: Buffer.from(res.digest), head: Buffer.from(res.head) });
         };
         const onError = (err: Error): void => {
@@ -80,8 +83,42 @@ export class HashPool {
     }
   }
 
+  /** Waits for the workers' write-back (a local restore's copies) to end, then stops them. */
   async close(): Promise<void> {
-    await Promise.all(this.#all.map((w) => w.terminate()));
+    await Promise.all(
+      this.#all.map(async (w) => {
+        if (!this.#broken) {
+          // Bounded: a worker stuck on a dead disk must not hang the process that is giving up on it.
+          let timer: NodeJS.Timeout | undefined;
+          const limit = new Promise<void>((r) => (timer = setTimeout(r, DRAIN_LIMIT_MS)));
+          await Promise.race([this.#drain(w).catch(() => undefined), limit]);
+          clearTimeout(timer);
+        }
+        await w.terminate();
+      }),
+    );
+  }
+
+  #drain(worker: Worker): Promise<void> {
+    const id = ++this.#nextId;
+    return new Promise<void>((resolve, reject) => {
+      const onMessage = (res: HashResponse): void => {
+        if (res.id !== id) return;
+        cleanup();
+        resolve();
+      };
+      const onExit = (code: number): void => {
+        cleanup();
+        reject(new HashPoolError(`hash worker exited with code ${code}`));
+      };
+      const cleanup = (): void => {
+        worker.off('message', onMessage);
+        worker.off('exit', onExit);
+      };
+      worker.on('message', onMessage);
+      worker.on('exit', onExit);
+      worker.postMessage({ id, drain: true } satisfies DrainRequest);
+    });
   }
 
   #acquire(): Promise<Worker> {

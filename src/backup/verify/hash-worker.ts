@@ -1,10 +1,12 @@
 // Worker side of hash-pool.ts: reads one file at a time and hashes it, so the
 // checksums of a plain backup use every core instead of the main thread's one.
 // With copyTo, the bytes are also written there (a local restore copies and
-// verifies in one read; it makes the copies durable itself, all at once). Blocking I/O is fine: this thread does
-// nothing else.
+// verifies in one read; it makes the copies durable itself, all at once, and
+// the copies start their write-back early, as a backup's files do). Blocking
+// I/O is fine: this thread does nothing else.
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { EarlyWriteback } from '../early-writeback.ts';
 import { createChecksum, type ChecksumAlgorithm } from './checksum.ts';
 
 export interface HashRequest {
@@ -18,12 +20,33 @@ export interface HashRequest {
   mode?: number;
 }
 
-export type HashResponse = { id: number; bytes: number; digest: Uint8Array; head: Uint8Array } | { id: number; error: string };
+/** Answered once no write-back this worker started is under way (its descriptors are closed). */
+export interface DrainRequest {
+  id: number;
+  drain: true;
+}
+
+export type HashResponse = { id: number; bytes: number; digest: Uint8Array; head: Uint8Array } | { id: number; error: string } | { id: number; drained: true };
 
 const CHUNK = 1 << 20;
+/** The copy loop lets the write-back callbacks run this often. */
+const YIELD_EVERY = 64 * CHUNK;
 const buffer = Buffer.allocUnsafe(CHUNK);
+const writeback = new EarlyWriteback();
 
-parentPort?.on('message', (req: HashRequest) => {
+parentPort?.on('message', (req: HashRequest | DrainRequest) => {
+  if ('drain' in req) {
+    const answer = (): void => {
+      if (writeback.busy) setTimeout(answer, 5);
+      else parentPort!.postMessage({ id: req.id, drained: true } satisfies HashResponse);
+    };
+    answer();
+    return;
+  }
+  void handle(req);
+});
+
+async function handle(req: HashRequest): Promise<void> {
   let fd: number | null = null;
   let out: number | null = null;
   try {
@@ -31,17 +54,27 @@ parentPort?.on('message', (req: HashRequest) => {
     if (req.copyTo) out = openSync(Buffer.from(req.copyTo), 'w', req.mode ?? 0o600);
     const checksum = createChecksum(req.algorithm);
     let bytes = 0;
+    let sinceYield = 0;
     let head = Buffer.alloc(0);
     for (;;) {
       const n = readSync(fd, buffer, 0, CHUNK, null);
       if (n === 0) break;
       if (head.length < req.headBytes) head = Buffer.concat([head, buffer.subarray(0, Math.min(n, req.headBytes - head.length))]);
       checksum.update(buffer.subarray(0, n));
-      if (out !== null) for (let done = 0; done < n; ) done += writeSync(out, buffer, done, n - done);
+      if (out !== null) {
+        for (let done = 0; done < n; ) done += writeSync(out, buffer, done, n - done);
+        writeback.wrote(out, n);
+        sinceYield += n;
+        if (sinceYield >= YIELD_EVERY) {
+          // A finished fdatasync can only be noticed (and the next one started) from the event loop.
+          sinceYield = 0;
+          await new Promise((r) => setImmediate(r));
+        }
+      }
       bytes += n;
     }
     if (out !== null) {
-      closeSync(out);
+      writeback.close(out);
       out = null;
     }
     const response: HashResponse = { id: req.id, bytes, digest: checksum.digest(), head };
@@ -50,6 +83,6 @@ parentPort?.on('message', (req: HashRequest) => {
     parentPort!.postMessage({ id: req.id, error: (err as Error).message } satisfies HashResponse);
   } finally {
     if (fd !== null) closeSync(fd);
-    if (out !== null) closeSync(out);
+    if (out !== null) writeback.close(out);
   }
-});
+}
