@@ -583,29 +583,31 @@ async function main(): Promise<void> {
   const best = (names: string[]) => names.filter(has).reduce((a, b) => (of(a, 'wall') <= of(b, 'wall') ? a : b));
   if (withBarkeep) {
     const pgbr = of('pgBackRest local', 'wall');
-    for (const name of ['barkeep local -j 1', 'barkeep local -j 2']) line(`${name} wall / pgBackRest local wall:`, x(of(name, 'wall') / pgbr));
+    for (const name of ['barkeep local -j 1', 'barkeep local -j 2'].filter(has)) line(`${name} wall / pgBackRest local wall:`, x(of(name, 'wall') / pgbr));
     const bestLocal = best(['barkeep local -j 1', 'barkeep local -j 2']);
     const r1 = of(bestLocal, 'wall') / pgbr;
     line(`barkeep local best (${bestLocal.slice(-4)}) / pgBackRest wall:`, `${x(r1)}  (target <= 1.00x: ${verdict(r1 <= 1)})`);
     line('  the same with the sync after each:', x(wallSync(bestLocal) / wallSync('pgBackRest local')));
     line(`barkeep local best cpu / pgBackRest cpu:`, x(of(bestLocal, 'cpu') / of('pgBackRest local', 'cpu')));
-    line('Barman local wall / barkeep local best wall:', x(of('Barman local', 'wall') / of(bestLocal, 'wall')));
-    const bm = of('Barman SSH', 'wall');
-    for (const name of ['barkeep SSH -j 1', 'barkeep SSH -j 2']) line(`Barman SSH wall / ${name} wall:`, x(bm / of(name, 'wall')));
-    const bestSsh = best(['barkeep SSH -j 1', 'barkeep SSH -j 2']);
-    const r2 = bm / of(bestSsh, 'wall');
-    line(`Barman SSH wall / barkeep SSH best (${bestSsh.slice(-4)}) wall:`, `${x(r2)}  (target >= 1.50x: ${verdict(r2 >= 1.5)})`);
-    line('  the same with the sync after each:', x(wallSync('Barman SSH') / wallSync(bestSsh)));
-    line('Barman SSH wall / barkeep SSH -j 2 uncompressed wall:', x(bm / of('barkeep SSH -j 2 uncompressed', 'wall')));
-    line('Barman SSH cpu+sshd / barkeep SSH best cpu+sshd:', x((of('Barman SSH', 'cpu') + of('Barman SSH', 'remoteCpu')) / (of(bestSsh, 'cpu') + of(bestSsh, 'remoteCpu'))));
+    if (has('Barman local')) line('Barman local wall / barkeep local best wall:', x(of('Barman local', 'wall') / of(bestLocal, 'wall')));
+    if (has('Barman SSH') && (has('barkeep SSH -j 1') || has('barkeep SSH -j 2'))) {
+      const bm = of('Barman SSH', 'wall');
+      for (const name of ['barkeep SSH -j 1', 'barkeep SSH -j 2'].filter(has)) line(`Barman SSH wall / ${name} wall:`, x(bm / of(name, 'wall')));
+      const bestSsh = best(['barkeep SSH -j 1', 'barkeep SSH -j 2']);
+      const r2 = bm / of(bestSsh, 'wall');
+      line(`Barman SSH wall / barkeep SSH best (${bestSsh.slice(-4)}) wall:`, `${x(r2)}  (target >= 1.50x: ${verdict(r2 >= 1.5)})`);
+      line('  the same with the sync after each:', x(wallSync('Barman SSH') / wallSync(bestSsh)));
+      if (has('barkeep SSH -j 2 uncompressed')) line('Barman SSH wall / barkeep SSH -j 2 uncompressed wall:', x(bm / of('barkeep SSH -j 2 uncompressed', 'wall')));
+      line('Barman SSH cpu+sshd / barkeep SSH best cpu+sshd:', x((of('Barman SSH', 'cpu') + of('Barman SSH', 'remoteCpu')) / (of(bestSsh, 'cpu') + of(bestSsh, 'remoteCpu'))));
+    }
     if (COMPRESSED) line('barkeep zstd local -j 2 wall / pgBackRest lz4 wall:', x(of('barkeep zstd local -j 2', 'wall') / of('pgBackRest lz4 local', 'wall')));
     const rss = Math.max(...runs.filter((r) => r.row.startsWith('barkeep')).map((r) => r.rssMb));
     line('barkeep peak RSS, any run:', `${rss.toFixed(0)} MB  (target <= ${RSS_TARGET_MB} MB: ${verdict(rss <= RSS_TARGET_MB)})`);
   } else {
     line('barkeep rows:', 'skipped (no `barkeep recover` yet): no ratio to barkeep');
   }
-  line('Barman local wall / pgBackRest local wall:', x(of('Barman local', 'wall') / of('pgBackRest local', 'wall')));
-  line('Barman SSH wall / Barman local wall:', x(of('Barman SSH', 'wall') / of('Barman local', 'wall')));
+  if (has('Barman local') && has('pgBackRest local')) line('Barman local wall / pgBackRest local wall:', x(of('Barman local', 'wall') / of('pgBackRest local', 'wall')));
+  if (has('Barman SSH') && has('Barman local')) line('Barman SSH wall / Barman local wall:', x(of('Barman SSH', 'wall') / of('Barman local', 'wall')));
   console.log(`\ntotal ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   await cluster.destroy();
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -101,5 +101,33 @@ describe('hash pool', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  it('copies files (a restore) byte for byte with the mode asked for, small ones and large ones copied by the kernel, leaving no descriptor open', async () => {
+    const dir = makeTempDir('hash-pool-copy');
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    const small = randomBytes(100_000);
+    // Above the size where the kernel copies while the worker hashes, and above one write-back step.
+    const large = Buffer.concat([randomBytes(1 << 20), Buffer.alloc(70 << 20, 0x42), randomBytes(12_345)]);
+    writeFileSync(join(dir, 'small'), small);
+    writeFileSync(join(dir, 'large'), large);
+    chmodSync(join(dir, 'large'), 0o644);
+    const before = openFds();
+    const pool = new HashPool(2);
+    try {
+      const [s, l] = await Promise.all([
+        pool.copyFile(Buffer.from(join(dir, 'small')), Buffer.from(join(dir, 'small.copy')), 0o600, 'SHA256'),
+        pool.copyFile(Buffer.from(join(dir, 'large')), Buffer.from(join(dir, 'large.copy')), 0o600, 'SHA256'),
+      ]);
+      expect(s.digest.equals(createHash('sha256').update(small).digest())).toBe(true);
+      expect(l.bytes).toBe(large.length);
+      expect(l.digest.equals(createHash('sha256').update(large).digest())).toBe(true);
+    } finally {
+      await pool.close();
+    }
+    expect(readFileSync(join(dir, 'small.copy')).equals(small)).toBe(true);
+    expect(readFileSync(join(dir, 'large.copy')).equals(large)).toBe(true);
+    expect(statSync(join(dir, 'large.copy')).mode & 0o777).toBe(0o600);
+    expect(openFds()).toBe(before);
   });
 });
