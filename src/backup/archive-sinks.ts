@@ -1,4 +1,4 @@
-import { mkdirSync, openSync, writeSync } from 'node:fs';
+import { mkdirSync, openSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { PassThrough, Writable, pipeline } from 'node:stream';
 import { TarParser } from '../cloud/backup-tar.ts';
@@ -6,6 +6,7 @@ import type { BaseBackupSink, DirectArchive } from '../postgres/base-backup.ts';
 import { EarlyWriteback } from './early-writeback.ts';
 import { PlainExtractor } from './plain-extract.ts';
 import { createCompressor, createDecompressor } from '../wal/compression.ts';
+import { writeAllSync } from '../util/write-all-sync.ts';
 
 // Where the archives of a BASE_BACKUP go. Plain: the tars are extracted while
 // they stream in (base.tar into data/, <oid>.tar into <backup>/<oid>/, as
@@ -91,7 +92,7 @@ class DirectFile implements DirectArchive {
 
   writeNow(chunk: Buffer): void {
     try {
-      writeAll(this.#fd, chunk);
+      writeAllSync(this.#fd, chunk);
       this.#tally.bytes += chunk.length;
       this.#writeback.wrote(this.#fd, chunk.length);
     } catch (e) {
@@ -192,10 +193,6 @@ function asWritable(d: DirectArchive): Writable {
   });
 }
 
-function writeAll(fd: number, chunk: Buffer): void {
-  let done = 0;
-  while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done);
-}
 
 /** A Writable feeding `head`, whose output flows into `tail`; finishes when `tail` has. */
 function chain(head: NodeJS.ReadWriteStream & Writable, tail: Writable): Writable {

@@ -1,8 +1,9 @@
-import { constants, futimesSync, mkdirSync, openSync, symlinkSync, writeSync } from 'node:fs';
+import { constants, futimesSync, mkdirSync, openSync, symlinkSync } from 'node:fs';
 import { displayName, memberPath, TarFormatError, TarParser } from '../cloud/backup-tar.ts';
 import { ExtractionRoot } from '../cloud/restore-extract.ts';
 import { EarlyWriteback } from './early-writeback.ts';
 import type { DirectArchive } from '../postgres/base-backup.ts';
+import { writeAllSync } from '../util/write-all-sync.ts';
 
 // A plain backup's archive (base.tar, <oid>.tar) extracted as its bytes arrive:
 // each chunk is parsed and written with synchronous writes before the call
@@ -66,10 +67,10 @@ export class PlainExtractor implements DirectArchive {
     for (const ev of this.#parser.feed(chunk)) {
       if (ev.kind === 'data') {
         if (this.#fd < 0) continue;
-        writeAll(this.#fd, ev.data);
+        writeAllSync(this.#fd, ev.data);
         if (this.#o.tally) this.#o.tally.bytes += ev.data.length;
         this.#writeback.wrote(this.#fd, ev.data.length);
-        // pg reuses its buffer: keep a copy.
+        // The socket's read buffer is reused: keep a copy.
         this.#label?.push(Buffer.from(ev.data));
       } else if (ev.kind === 'pad') {
         if (this.#fd >= 0) this.#endFile();
@@ -119,10 +120,6 @@ export class PlainExtractor implements DirectArchive {
   }
 }
 
-function writeAll(fd: number, chunk: Buffer): void {
-  let done = 0;
-  while (done < chunk.length) done += writeSync(fd, chunk, done, chunk.length - done);
-}
 
 function describe(err: unknown, archive: string): Error {
   if (err instanceof TarFormatError) return new Error(`${archive} from the server is not a valid tar archive: ${err.message}`);

@@ -4,8 +4,9 @@
 // verifies in one read; it makes the copies durable itself, all at once, and
 // the copies start their write-back early, as a backup's files do). Blocking
 // I/O is fine: this thread does nothing else.
-import { closeSync, copyFile, fchmodSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, copyFile, fchmodSync, fstatSync, openSync, readSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { writeAllSync } from '../../util/write-all-sync.ts';
 import { EarlyWriteback } from '../early-writeback.ts';
 import { createChecksum, type ChecksumAlgorithm } from './checksum.ts';
 
@@ -68,7 +69,7 @@ async function handle(req: HashRequest): Promise<void> {
       if (head.length < req.headBytes) head = Buffer.concat([head, buffer.subarray(0, Math.min(n, req.headBytes - head.length))]);
       checksum.update(buffer.subarray(0, n));
       if (out !== null) {
-        if (!kernelCopy) for (let done = 0; done < n; ) done += writeSync(out, buffer, done, n - done);
+        if (!kernelCopy) writeAllSync(out, buffer, n);
         writeback.wrote(out, n);
         sinceYield += n;
         if (sinceYield >= YIELD_EVERY) {

@@ -5,7 +5,8 @@
 // filesystem (`sync -f`), as the backup does: fsyncing file by file cost more,
 // and a crash before recover reports success is a restore to run again.
 import { execFile } from 'node:child_process';
-import { chmodSync, closeSync, createReadStream, mkdirSync, openSync, symlinkSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, createReadStream, mkdirSync, openSync, symlinkSync } from 'node:fs';
+import { writeAllSync } from '../../util/write-all-sync.ts';
 import { dirname } from 'node:path';
 import { createChecksum } from '../../backup/verify/checksum.ts';
 import { HashPool } from '../../backup/verify/hash-pool.ts';
@@ -57,7 +58,7 @@ export class LocalWriter implements RestoreWriter {
       for await (const chunk of bodyChunks(body, (p) => createReadStream(p, { highWaterMark: 1 << 20 }))) {
         if (this.#throttle) await this.#throttle.take(chunk.length);
         checksum.update(chunk);
-        for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done, chunk.length - done);
+        writeAllSync(fd, chunk);
         bytes += chunk.length;
       }
     } finally {
