@@ -5,7 +5,8 @@ import { TarParser } from '../cloud/backup-tar.ts';
 import type { BaseBackupSink, DirectArchive } from '../postgres/base-backup.ts';
 import { EarlyWriteback } from './early-writeback.ts';
 import { PlainExtractor } from './plain-extract.ts';
-import { createCompressor, createDecompressor } from '../wal/compression.ts';
+import { createCompressor, createDecompressor, resolveCompressionLevel } from '../wal/compression.ts';
+import { ZstdArchive } from './zstd-archive.ts';
 import { writeAllSync } from '../util/write-all-sync.ts';
 
 // Where the archives of a BASE_BACKUP go. Plain: the tars are extracted while
@@ -56,6 +57,10 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
       const out = new DirectFile(join(backupDir, file), state);
       const isBase = name.startsWith('base.tar');
       if (!serverCompressed && clientCompression === null) return isBase ? new LabelScan(out, state) : out;
+      if (!serverCompressed && clientCompression === 'zstd' && parallel && parallel > 1) {
+        const zstd = new ZstdArchive(out, resolveCompressionLevel('zstd', level), parallel);
+        return isBase ? new LabelScan(zstd, state) : zstd;
+      }
       const stored = serverCompressed ? asWritable(out) : chain(createCompressor(clientCompression!, { ...(level === undefined ? {} : { level }), ...(parallel ? { parallel } : {}) }), asWritable(out));
       if (!isBase) return stored;
       // Read backup_label out of the base archive on the way through.
@@ -137,6 +142,10 @@ class LabelScan implements DirectArchive {
     if (this.#parser) this.#scan(chunk);
   }
 
+  whenReady(): Promise<void> | null {
+    return this.#out?.whenReady?.() ?? null;
+  }
+
   #scan(chunk: Buffer): void {
     for (const ev of this.#parser!.feed(chunk)) {
       if (ev.kind === 'member') {
@@ -157,8 +166,8 @@ class LabelScan implements DirectArchive {
     this.#parser = null;
   }
 
-  close(): void {
-    this.#out?.close();
+  close(): void | Promise<void> {
+    return this.#out?.close();
   }
 
   abort(): void {
@@ -179,12 +188,9 @@ function asWritable(d: DirectArchive): Writable {
       }
     },
     final(cb) {
-      try {
-        d.close();
-        cb();
-      } catch (e) {
-        cb(e as Error);
-      }
+      Promise.resolve()
+        .then(() => d.close())
+        .then(() => cb(), cb);
     },
     destroy(err, cb) {
       d.abort();

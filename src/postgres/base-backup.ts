@@ -46,8 +46,10 @@ export interface TablespaceEntry {
  */
 export interface DirectArchive {
   writeNow(chunk: Buffer): void;
-  /** The archive is complete: throws if it is not what it should be. */
-  close(): void;
+  /** A promise when the consumer has work queued (compression) and the socket should wait for it. */
+  whenReady?(): Promise<void> | null;
+  /** The archive is complete: throws (or rejects) if it is not what it should be. */
+  close(): void | Promise<void>;
   /** The backup failed: release what is open. */
   abort(): void;
 }
@@ -151,6 +153,7 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
   const finishing: Promise<void>[] = [];
   let failure: Error | null = null;
   let pausedFor: Writable | null = null;
+  let pausedForDirect = false;
 
   const open = (target: ArchiveTarget) => {
     archivesOpened++;
@@ -162,7 +165,11 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     const w = current;
     current = null;
     if (isDirect(w)) {
-      w.close();
+      const closing = w.close();
+      if (closing) {
+        closing.catch(() => undefined);
+        finishing.push(closing);
+      }
       return;
     }
     finishing.push(
@@ -183,6 +190,15 @@ export async function runBaseBackup(client: pg.Client, opts: BaseBackupOptions, 
     if (!current) throw new BaseBackupError('archive data before any archive was announced');
     if (isDirect(current)) {
       current.writeNow(payload);
+      const ready = current.whenReady?.();
+      if (ready && !pausedForDirect) {
+        pausedForDirect = true;
+        conn.stream.pause();
+        void ready.then(() => {
+          pausedForDirect = false;
+          conn.stream.resume();
+        });
+      }
       return;
     }
     const ok = current.write(owned ? payload : slab.copy(payload));
