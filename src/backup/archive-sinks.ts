@@ -61,7 +61,7 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
         const zstd = new ZstdArchive(out, resolveCompressionLevel('zstd', level), parallel);
         return isBase ? new LabelScan(zstd, state) : zstd;
       }
-      const stored = serverCompressed ? asWritable(out) : chain(createCompressor(clientCompression!, { ...(level === undefined ? {} : { level }), ...(parallel ? { parallel } : {}) }), asWritable(out));
+      const stored = serverCompressed ? asWritable(out) : chain(createCompressor(clientCompression!, level === undefined ? {} : { level }), asWritable(out));
       if (!isBase) return stored;
       // Read backup_label out of the base archive on the way through.
       const label = asWritable(new LabelScan(null, state));

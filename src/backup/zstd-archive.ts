@@ -6,8 +6,10 @@ import type { DirectArchive } from '../postgres/base-backup.ts';
 // compressed as an independent zstd frame on libuv's thread pool, and the
 // frames are written in input order. Concatenated frames are one valid zstd
 // stream for every decoder. The input buffers are reused once compressed: the
-// stream version (parallel-zstd.ts) copied every byte three times into fresh
+// stream version this replaced copied every byte three times into fresh
 // buffers, and the garbage collector then cost as much CPU as zstd itself.
+// (Node 22's own multi-threaded zstd, ZSTD_c_nbWorkers, fails as a stream:
+// "push() after EOF".)
 // Each lane keeps one zstd context for all its frames (a frame ends with
 // ZSTD_e_end): zstdCompress() makes a context per call, ~3 MB of native memory
 // that stays until a garbage collection, which pushed the backup past 250 MB.

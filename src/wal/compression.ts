@@ -19,7 +19,6 @@ import { open } from 'node:fs/promises';
 import { PassThrough, type Duplex } from 'node:stream';
 import { constants as zlibConstants, createGunzip, createGzip, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import { processFilter } from './process-filter.ts';
-import { createParallelZstdCompressor } from './parallel-zstd.ts';
 
 /** Values of `compression` that barkeep can write (Barman's names; pigz/pygzip/pybzip2 are aliases). */
 export const WAL_COMPRESSIONS = ['gzip', 'pigz', 'pygzip', 'bzip2', 'pybzip2', 'lz4', 'zstd', 'xz'] as const;
@@ -76,8 +75,6 @@ export function resolveCompressionLevel(compression: WalCompression, level: Comp
 }
 
 export interface FilterOptions {
-  /** zstd only: compress this many chunks at once on the thread pool (frames concatenate). */
-  parallel?: number;
   level?: CompressionLevel | null;
   /** Barman's path_prefix: where to look for the bzip2/lz4/xz programs first. */
   pathPrefix?: string | null;
@@ -93,7 +90,6 @@ export function createCompressor(compression: WalCompression | 'none' | null, op
     case 'gzip':
       return createGzip({ level });
     case 'zstd':
-      if (opts.parallel && opts.parallel > 1) return createParallelZstdCompressor(level, opts.parallel);
       return createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: level } });
     case 'bzip2':
       return processFilter('bzip2', ['-c', `-${level}`], { ...tool, debianPackage: 'bzip2' });
