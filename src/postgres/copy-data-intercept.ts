@@ -12,7 +12,7 @@
 export type CopyDataPiece = (piece: Buffer, offset: number, length: number) => void;
 
 interface DataStream {
-  listeners(event: 'data'): ((chunk: Buffer) => void)[];
+  listeners(event: 'data'): unknown[];
   on(event: 'data', fn: (chunk: Buffer) => void): unknown;
   removeListener(event: 'data', fn: (chunk: Buffer) => void): unknown;
   destroy(err?: Error): void;
@@ -34,7 +34,7 @@ const HEADER = 5;
 export function interceptCopyData(stream: DataStream, onPiece: CopyDataPiece): { release(): void; stable: boolean } | null {
   const existing = stream.listeners('data');
   if (existing.length !== 1) return null;
-  const pg = existing[0]!;
+  const pg = existing[0] as (chunk: Buffer) => void;
   const reads = staticReadsOf(stream);
   if (reads) {
     // pg's parser keeps a reference to an incomplete message: it gets copies.

@@ -21,7 +21,7 @@ function scratch(): string {
   return d;
 }
 
-type Member = Partial<TarHeaderFields> & { name: string; data?: Buffer };
+type Member = Omit<Partial<TarHeaderFields>, 'name'> & { name: string; data?: Buffer };
 
 function archive(members: Member[], end = true): Buffer {
   const parts: Buffer[] = [];
