@@ -57,8 +57,8 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
       const out = new DirectFile(join(backupDir, file), state);
       const isBase = name.startsWith('base.tar');
       if (!serverCompressed && clientCompression === null) return isBase ? new LabelScan(out, state) : out;
-      if (!serverCompressed && clientCompression === 'zstd' && parallel && parallel > 1) {
-        const zstd = new ZstdArchive(out, resolveCompressionLevel('zstd', level), parallel);
+      if (!serverCompressed && clientCompression === 'zstd') {
+        const zstd = new ZstdArchive(out, resolveCompressionLevel('zstd', level), parallel ?? 1);
         return isBase ? new LabelScan(zstd, state) : zstd;
       }
       const stored = serverCompressed ? asWritable(out) : chain(createCompressor(clientCompression!, level === undefined ? {} : { level }), asWritable(out));

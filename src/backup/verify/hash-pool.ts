@@ -49,35 +49,10 @@ export class HashPool {
     const worker = await this.#acquire();
     try {
       if (this.#broken) throw new HashPoolError(`hash worker failed: ${this.#broken.message}`);
-      return await new Promise<HashResult>((resolve, reject) => {
-        const id = ++this.#nextId;
-        const onMessage = (res: HashResponse): void => {
-          if (res.id !== id) return;
-          cleanup();
-          if ('error' in res) reject(new Error(res.error));
-          else if ('drained' in res) reject(new HashPoolError('unexpected answer from a hash worker'));
-          else resolve({ bytes: res.bytes, digest: Buffer.from(res.digest), head: Buffer.from(res.head) });
-        };
-        const onError = (err: Error): void => {
-          cleanup();
-          reject(new HashPoolError(`hash worker failed: ${err.message}`));
-        };
-        const onExit = (code: number): void => {
-          cleanup();
-          this.#broken ??= new Error(`exited with code ${code}`);
-          reject(new HashPoolError(`hash worker exited with code ${code}`));
-        };
-        const cleanup = (): void => {
-          worker.off('message', onMessage);
-          worker.off('error', onError);
-          worker.off('exit', onExit);
-        };
-        worker.on('message', onMessage);
-        worker.on('error', onError);
-        worker.on('exit', onExit);
-        const req: HashRequest = { id, path, algorithm, headBytes, ...(copy ?? {}) };
-        worker.postMessage(req);
-      });
+      const res = await this.#ask(worker, { path, algorithm, headBytes, ...(copy ?? {}) });
+      if ('error' in res) throw new Error(res.error);
+      if ('drained' in res) throw new HashPoolError('unexpected answer from a hash worker');
+      return { bytes: res.bytes, digest: Buffer.from(res.digest), head: Buffer.from(res.head) };
     } finally {
       this.#release(worker);
     }
@@ -99,25 +74,37 @@ export class HashPool {
     );
   }
 
-  #drain(worker: Worker): Promise<void> {
+  async #drain(worker: Worker): Promise<void> {
+    await this.#ask(worker, { drain: true });
+  }
+
+  /** One request to one worker, and its answer; a worker that fails or exits breaks the pool. */
+  #ask(worker: Worker, request: Omit<HashRequest, 'id'> | Omit<DrainRequest, 'id'>): Promise<HashResponse> {
     const id = ++this.#nextId;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<HashResponse>((resolve, reject) => {
       const onMessage = (res: HashResponse): void => {
         if (res.id !== id) return;
         cleanup();
-        resolve();
+        resolve(res);
+      };
+      const onError = (err: Error): void => {
+        cleanup();
+        reject(new HashPoolError(`hash worker failed: ${err.message}`));
       };
       const onExit = (code: number): void => {
         cleanup();
+        this.#broken ??= new Error(`exited with code ${code}`);
         reject(new HashPoolError(`hash worker exited with code ${code}`));
       };
       const cleanup = (): void => {
         worker.off('message', onMessage);
+        worker.off('error', onError);
         worker.off('exit', onExit);
       };
       worker.on('message', onMessage);
+      worker.on('error', onError);
       worker.on('exit', onExit);
-      worker.postMessage({ id, drain: true } satisfies DrainRequest);
+      worker.postMessage({ id, ...request });
     });
   }
 
