@@ -41,7 +41,7 @@ export interface TablespaceEntry {
 
 /**
  * A consumer that is done with each chunk when writeNow returns (it writes
- * synchronously): chunks are handed over as views of pg's buffer, with no
+ * synchronously): chunks are handed over as views of the socket's read buffer, with no
  * copy and no queue. Errors are thrown.
  */
 export interface DirectArchive {
