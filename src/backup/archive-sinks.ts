@@ -1,8 +1,9 @@
-import { mkdirSync, openSync } from 'node:fs';
+import { constants, mkdirSync, openSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { PassThrough, Writable, pipeline } from 'node:stream';
 import { TarParser } from '../cloud/backup-tar.ts';
 import type { BaseBackupSink, DirectArchive } from '../postgres/base-backup.ts';
+import { DirectWriter, type DirectFileWriter } from './direct-io.ts';
 import { EarlyWriteback } from './early-writeback.ts';
 import { PlainExtractor } from './plain-extract.ts';
 import { createCompressor, createDecompressor, resolveCompressionLevel } from '../wal/compression.ts';
@@ -42,7 +43,7 @@ export function plainSink(backupDir: string, state: SinkState, endMarkerOptional
       return chain(createDecompressor(({ gz: 'gzip', lz4: 'lz4', zst: 'zstd' } as const)[compressed as 'gz']), asWritable(target));
     },
     openManifest() {
-      return new DirectFile(join(backupDir, 'data', 'backup_manifest'), state);
+      return new DirectFile(join(backupDir, 'data', 'backup_manifest'), state, false);
     },
   };
 }
@@ -70,7 +71,7 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
     },
     openManifest() {
       state.files.push(join('data', 'backup_manifest'));
-      return new DirectFile(join(backupDir, 'data', 'backup_manifest'), state);
+      return new DirectFile(join(backupDir, 'data', 'backup_manifest'), state, false);
     },
   };
 }
@@ -80,41 +81,61 @@ export function tarSink(backupDir: string, state: SinkState, clientCompression: 
 const HWM = 1 << 20;
 
 /**
- * A file written with synchronous writes from the caller's turn: no thread
- * pool round trip per chunk (which cost twice pg_basebackup's CPU), and a
- * slow disk blocks the event loop, which is back-pressure on the socket.
+ * A file written from the caller's turn: an archive goes direct (O_DIRECT from
+ * the thread pool, see direct-io.ts), the manifest and anything where direct
+ * I/O is not available with synchronous writes (no thread pool round trip per
+ * chunk, which cost twice pg_basebackup's CPU; a slow disk blocks the event
+ * loop, which is back-pressure on the socket).
  */
 class DirectFile implements DirectArchive {
-  #fd: number;
+  #fd = -1;
+  #file: DirectFileWriter | null = null;
   readonly #tally: { bytes: number };
   readonly #writeback = new EarlyWriteback();
+  readonly #direct = new DirectWriter();
 
-  constructor(path: string, tally: { bytes: number }) {
+  constructor(path: string, tally: { bytes: number }, archive = true) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    this.#fd = openSync(path, 'w', 0o600);
+    // An archive's size is not known before it ends: any size goes direct.
+    if (archive) this.#file = this.#direct.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600, Infinity);
+    if (!this.#file) this.#fd = openSync(path, 'w', 0o600);
     this.#tally = tally;
   }
 
   writeNow(chunk: Buffer): void {
     try {
-      writeAllSync(this.#fd, chunk);
+      if (this.#file) this.#file.write(chunk);
+      else {
+        writeAllSync(this.#fd, chunk);
+        this.#writeback.wrote(this.#fd, chunk.length);
+      }
       this.#tally.bytes += chunk.length;
-      this.#writeback.wrote(this.#fd, chunk.length);
     } catch (e) {
       this.abort();
       throw e;
     }
   }
 
-  close(): void {
+  whenReady(): Promise<void> | null {
+    return this.#file ? this.#direct.whenReady() : null;
+  }
+
+  async close(): Promise<void> {
     const fd = this.#fd;
     this.#fd = -1;
     if (fd >= 0) this.#writeback.close(fd);
+    this.#file?.end();
+    this.#file = null;
+    await this.#direct.drain();
   }
 
   abort(): void {
+    this.#file?.abort();
+    this.#file = null;
+    const fd = this.#fd;
+    this.#fd = -1;
     try {
-      this.close();
+      if (fd >= 0) this.#writeback.close(fd);
     } catch {
       // already failing
     }
@@ -182,10 +203,13 @@ function asWritable(d: DirectArchive): Writable {
     write(chunk: Buffer, _enc, cb) {
       try {
         d.writeNow(chunk);
-        cb();
       } catch (e) {
         cb(e as Error);
+        return;
       }
+      const ready = d.whenReady?.();
+      if (ready) ready.then(() => cb(), cb);
+      else cb();
     },
     final(cb) {
       Promise.resolve()

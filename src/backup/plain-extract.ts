@@ -1,6 +1,7 @@
 import { constants, futimesSync, mkdirSync, openSync, symlinkSync } from 'node:fs';
 import { displayName, memberPath, TarFormatError, TarParser } from '../cloud/backup-tar.ts';
 import { ExtractionRoot } from '../cloud/restore-extract.ts';
+import { DirectWriter, type DirectFileWriter } from './direct-io.ts';
 import { EarlyWriteback } from './early-writeback.ts';
 import type { DirectArchive } from '../postgres/base-backup.ts';
 import { writeAllSync } from '../util/write-all-sync.ts';
@@ -11,6 +12,8 @@ import { writeAllSync } from '../util/write-all-sync.ts';
 // (copy, queue, tar-stream's entry streams) here cost about twice
 // pg_basebackup's client CPU; writing synchronously also makes a slow disk
 // block the reading of the socket, which is the back-pressure the server sees.
+// Large files are written with O_DIRECT from the thread pool (direct-io.ts);
+// whenReady() pauses the socket while its buffers are all on their way.
 
 const OPEN_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
 export interface PlainExtractOptions {
@@ -29,9 +32,12 @@ export class PlainExtractor implements DirectArchive {
   readonly #root: ExtractionRoot;
   readonly #o: PlainExtractOptions;
   #fd = -1;
+  /** The file being written, when it goes direct. */
+  #file: DirectFileWriter | null = null;
   #mtime = 0;
   #label: Buffer[] | null = null;
   readonly #writeback = new EarlyWriteback();
+  readonly #direct = new DirectWriter();
 
   constructor(root: string, o: PlainExtractOptions) {
     mkdirSync(root, { recursive: true, mode: 0o700 });
@@ -48,10 +54,15 @@ export class PlainExtractor implements DirectArchive {
     }
   }
 
-  close(): void {
+  whenReady(): Promise<void> | null {
+    return this.#direct.whenReady();
+  }
+
+  async close(): Promise<void> {
     try {
       this.#parser.finish(this.#o.endMarkerOptional ?? false);
       this.#root.finish();
+      await this.#direct.drain();
     } catch (e) {
       this.abort();
       throw describe(e, this.#o.archive);
@@ -61,19 +72,23 @@ export class PlainExtractor implements DirectArchive {
   abort(): void {
     if (this.#fd >= 0) this.#writeback.close(this.#fd);
     this.#fd = -1;
+    this.#file?.abort();
+    this.#file = null;
   }
 
   #feed(chunk: Buffer): void {
     for (const ev of this.#parser.feed(chunk)) {
       if (ev.kind === 'data') {
-        if (this.#fd < 0) continue;
-        writeAllSync(this.#fd, ev.data);
+        if (this.#file) this.#file.write(ev.data);
+        else if (this.#fd >= 0) {
+          writeAllSync(this.#fd, ev.data);
+          this.#writeback.wrote(this.#fd, ev.data.length);
+        } else continue;
         if (this.#o.tally) this.#o.tally.bytes += ev.data.length;
-        this.#writeback.wrote(this.#fd, ev.data.length);
         // The socket's read buffer is reused: keep a copy.
         this.#label?.push(Buffer.from(ev.data));
       } else if (ev.kind === 'pad') {
-        if (this.#fd >= 0) this.#endFile();
+        if (this.#fd >= 0 || this.#file) this.#endFile();
       } else if (ev.kind === 'member') {
         const m = ev.member;
         const rel = memberPath(m.name);
@@ -89,7 +104,10 @@ export class PlainExtractor implements DirectArchive {
           this.#root.directoryMode(rel, m.mode);
         } else if (m.type === 'file') {
           this.#root.ensureDir(parent);
-          this.#fd = openSync(this.#root.path(rel), OPEN_FLAGS, m.mode & 0o7777 || 0o600);
+          const path = this.#root.path(rel);
+          const mode = m.mode & 0o7777 || 0o600;
+          this.#file = this.#direct.open(path, OPEN_FLAGS, mode, m.size);
+          if (!this.#file) this.#fd = openSync(path, OPEN_FLAGS, mode);
           this.#mtime = m.mtime;
           this.#label = rel === 'backup_label' && this.#o.onBackupLabel ? [] : null;
           if (m.size === 0) this.#endFile();
@@ -106,12 +124,17 @@ export class PlainExtractor implements DirectArchive {
   }
 
   #endFile(): void {
-    const fd = this.#fd;
-    this.#fd = -1;
-    try {
-      futimesSync(fd, this.#mtime, this.#mtime);
-    } finally {
-      this.#writeback.close(fd);
+    if (this.#file) {
+      this.#file.end(this.#mtime);
+      this.#file = null;
+    } else {
+      const fd = this.#fd;
+      this.#fd = -1;
+      try {
+        futimesSync(fd, this.#mtime, this.#mtime);
+      } finally {
+        this.#writeback.close(fd);
+      }
     }
     if (this.#label) {
       this.#o.onBackupLabel!(Buffer.concat(this.#label).toString('utf8'));

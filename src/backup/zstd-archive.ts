@@ -103,7 +103,11 @@ export class ZstdArchive implements DirectArchive {
     this.#written = this.#written.then(async () => {
       try {
         const out = await frame;
-        if (!this.#error) this.#out.writeNow(out);
+        if (!this.#error) {
+          this.#out.writeNow(out);
+          // The output's own back-pressure (direct writes in flight) holds this frame's buffer, and so the socket.
+          await this.#out.whenReady?.();
+        }
       } catch (e) {
         this.#error ??= e as Error;
       } finally {
