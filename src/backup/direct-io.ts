@@ -29,6 +29,7 @@ export const DIRECT_MIN_SIZE = 1 << 20;
 class SlotPool {
   readonly #free: Buffer[];
   #waiters: (() => void)[] = [];
+  #writing = 0;
 
   constructor(free: Buffer[]) {
     this.#free = free;
@@ -38,16 +39,26 @@ class SlotPool {
     return this.#free.pop();
   }
 
-  give(slot: Buffer): void {
+  /** A slot handed to a write: it comes back with give(). */
+  sent(): void {
+    this.#writing++;
+  }
+
+  give(slot: Buffer, written = false): void {
+    if (written) this.#writing--;
     this.#free.push(slot);
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const w of waiters) w();
   }
 
-  /** Resolves when a slot comes back: null while two or more are free (one to fill, one to spare). */
+  /**
+   * Resolves when a slot comes back: null while two or more are free (one to
+   * fill, one to spare), or when none is being written (all are being filled
+   * by other files: none would come back, and the writers go buffered).
+   */
   whenFree(): Promise<void> | null {
-    if (this.#free.length >= 2) return null;
+    if (this.#free.length >= 2 || this.#writing === 0) return null;
     return new Promise((r) => this.#waiters.push(r));
   }
 }
@@ -238,6 +249,7 @@ export class DirectFileWriter {
     if (padded > length) slot.fill(0, length, padded);
     this.#slot = null;
     this.#pending++;
+    this.#pool.sent();
     write(this.#fd, slot, 0, padded, at, (err, written) => {
       try {
         if (err && err.code !== 'EINVAL') throw err;
@@ -251,7 +263,7 @@ export class DirectFileWriter {
       } catch (e) {
         this.#w.fail(withPath(e as Error, this.#path));
       }
-      this.#pool.give(slot);
+      this.#pool.give(slot, true);
       this.#pending--;
       this.#maybeFinish();
     });

@@ -82,6 +82,22 @@ describe('DirectWriter', () => {
     for (const f of files) expect(readFileSync(f.path).equals(f.data), f.path).toBe(true);
   });
 
+  it('files filled side by side (every buffer held, none being written) never make the reader wait forever', async () => {
+    const dir = scratch();
+    const writers = Array.from({ length: 10 }, () => new DirectWriter());
+    const files = writers.map((w, i) => ({ w, path: join(dir, `f${i}`), data: pattern(2 * 2 ** 20 + 99, i) }));
+    const outs = files.map((f) => f.w.open(f.path, FLAGS, 0o600, f.data.length)!);
+    // Half a buffer each: all 8 shared buffers are being filled, none is on its way to the disk.
+    for (const [i, f] of files.entries()) outs[i]!.write(f.data.subarray(0, 2 ** 19));
+    expect(files.every((f) => f.w.whenReady() === null)).toBe(true);
+    for (const [i, f] of files.entries()) {
+      outs[i]!.write(f.data.subarray(2 ** 19));
+      outs[i]!.end();
+    }
+    await Promise.all(writers.map((w) => w.drain()));
+    for (const f of files) expect(readFileSync(f.path).equals(f.data), f.path).toBe(true);
+  });
+
   it('an aborted file is closed once its writes are done, and the buffers come back', async () => {
     const dir = scratch();
     const before = openFds();
