@@ -92,10 +92,11 @@ class DirectFile implements DirectArchive {
   #file: DirectFileWriter | null = null;
   readonly #tally: { bytes: number };
   readonly #writeback = new EarlyWriteback();
-  readonly #direct = new DirectWriter();
+  readonly #direct: DirectWriter;
 
   constructor(path: string, tally: { bytes: number }, archive = true) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    this.#direct = new DirectWriter(dirname(path));
     // An archive's size is not known before it ends: any size goes direct.
     if (archive) this.#file = this.#direct.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600, Infinity);
     if (!this.#file) this.#fd = openSync(path, 'w', 0o600);

@@ -1,4 +1,4 @@
-import { closeSync, constants, ftruncateSync, futimesSync, openSync, write, writeSync } from 'node:fs';
+import { closeSync, constants, ftruncateSync, futimesSync, openSync, statfsSync, write, writeSync } from 'node:fs';
 
 // A backup's large files are written with O_DIRECT: from a few reused,
 // aligned buffers straight to the disk, on the thread pool, while the socket
@@ -14,8 +14,10 @@ import { closeSync, constants, ftruncateSync, futimesSync, openSync, write, writ
 // metadata and flushes that cache, as it does for buffered files.
 //
 // Small files (under DIRECT_MIN_SIZE) stay buffered: a direct write waits for
-// the device, and most of a data directory's files are a few kB. Where
-// O_DIRECT is refused (a file system without it), everything is buffered.
+// the device, and most of a data directory's files are a few kB. Direct I/O
+// is used on local file systems known to do it well (DIRECT_IO_FS); on NFS,
+// where each direct write is a round trip to the server, on FUSE, overlay,
+// ZFS and the rest, and where O_DIRECT is refused, files are buffered.
 
 /** One aligned buffer: a 1 MiB slot is filled, then written by one pwrite. */
 const SLOT = 1 << 20;
@@ -24,6 +26,9 @@ const SLOTS = 8;
 const ALIGN = 4096;
 /** Files smaller than this are written through the page cache. */
 export const DIRECT_MIN_SIZE = 1 << 20;
+
+/** statfs f_type of the file systems written with O_DIRECT: ext2/3/4, XFS, Btrfs, F2FS, tmpfs. */
+const DIRECT_IO_FS = new Set([0xef53, 0x58465342, 0x9123683e, 0xf2f52010, 0x01021994]);
 
 /** Buffers aligned for direct I/O, shared by every writer of the process. */
 class SlotPool {
@@ -94,7 +99,14 @@ export class DirectWriter {
   #error: Error | null = null;
   /** O_DIRECT was refused here: later files are buffered. */
   #unsupported = false;
+  #fsChecked = false;
   #busy = 0;
+  readonly #dir: string;
+
+  /** `dir`: where the files go (one file system: asked once). */
+  constructor(dir: string) {
+    this.#dir = dir;
+  }
   #idle: (() => void)[] = [];
 
   /**
@@ -104,6 +116,11 @@ export class DirectWriter {
   open(path: string | Buffer, flags: number, mode: number, size: number): DirectFileWriter | null {
     this.#check();
     if (size < DIRECT_MIN_SIZE || this.#unsupported || !this.#pool) return null;
+    if (!this.#fsChecked) {
+      this.#fsChecked = true;
+      this.#unsupported = !onDirectIoFs(this.#dir);
+      if (this.#unsupported) return null;
+    }
     let fd: number;
     try {
       fd = openSync(path, flags | constants.O_DIRECT, mode);
@@ -284,6 +301,14 @@ export class DirectFileWriter {
       if (this.#buffered >= 0) closeSync(this.#buffered);
       this.#w.finished();
     }
+  }
+}
+
+function onDirectIoFs(dir: string): boolean {
+  try {
+    return DIRECT_IO_FS.has(statfsSync(dir).type);
+  } catch {
+    return false;
   }
 }
 

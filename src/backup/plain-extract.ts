@@ -37,11 +37,12 @@ export class PlainExtractor implements DirectArchive {
   #mtime = 0;
   #label: Buffer[] | null = null;
   readonly #writeback = new EarlyWriteback();
-  readonly #direct = new DirectWriter();
+  readonly #direct: DirectWriter;
 
   constructor(root: string, o: PlainExtractOptions) {
     mkdirSync(root, { recursive: true, mode: 0o700 });
     this.#root = new ExtractionRoot(root);
+    this.#direct = new DirectWriter(root);
     this.#o = o;
   }
 

@@ -33,15 +33,16 @@ const openFds = () => readdirSync('/proc/self/fd').length;
 
 describe('DirectWriter', () => {
   it('leaves small files to the page cache', () => {
-    const w = new DirectWriter();
-    expect(w.open(join(scratch(), 'small'), FLAGS, 0o600, DIRECT_MIN_SIZE - 1)).toBeNull();
+    const dir = scratch();
+    const w = new DirectWriter(dir);
+    expect(w.open(join(dir, 'small'), FLAGS, 0o600, DIRECT_MIN_SIZE - 1)).toBeNull();
   });
 
   for (const chunk of [4096, 32_768 + 5, 1 << 20, 3 << 20]) {
     it(`writes files exactly whatever their size, fed in ${chunk}-byte chunks with back-pressure`, async () => {
       const dir = scratch();
       const before = openFds();
-      const w = new DirectWriter();
+      const w = new DirectWriter(dir);
       const sizes = [DIRECT_MIN_SIZE, DIRECT_MIN_SIZE + 1, 3.5 * 2 ** 20 + 123, 8 * 2 ** 20 + 4096, 5 * 2 ** 20 - 1];
       const files = sizes.map((size, i) => ({ path: join(dir, `f${i}`), data: pattern(size, i) }));
       for (const [i, f] of files.entries()) {
@@ -69,7 +70,7 @@ describe('DirectWriter', () => {
   it('a reader that does not wait gets its bytes written all the same (through the page cache)', async () => {
     const dir = scratch();
     const before = openFds();
-    const w = new DirectWriter();
+    const w = new DirectWriter(dir);
     // 3 files of 6 MiB in one go: far more than the shared buffers hold.
     const files = [0, 1, 2].map((i) => ({ path: join(dir, `f${i}`), data: pattern(6 * 2 ** 20 + 777 * i, i) }));
     for (const f of files) {
@@ -84,7 +85,7 @@ describe('DirectWriter', () => {
 
   it('files filled side by side (every buffer held, none being written) never make the reader wait forever', async () => {
     const dir = scratch();
-    const writers = Array.from({ length: 10 }, () => new DirectWriter());
+    const writers = Array.from({ length: 10 }, () => new DirectWriter(dir));
     const files = writers.map((w, i) => ({ w, path: join(dir, `f${i}`), data: pattern(2 * 2 ** 20 + 99, i) }));
     const outs = files.map((f) => f.w.open(f.path, FLAGS, 0o600, f.data.length)!);
     // Half a buffer each: all 8 shared buffers are being filled, none is on its way to the disk.
@@ -101,7 +102,7 @@ describe('DirectWriter', () => {
   it('an aborted file is closed once its writes are done, and the buffers come back', async () => {
     const dir = scratch();
     const before = openFds();
-    const w = new DirectWriter();
+    const w = new DirectWriter(dir);
     const out = w.open(join(dir, 'cut'), FLAGS, 0o600, 4 * 2 ** 20)!;
     out.write(pattern(2 * 2 ** 20 + 5, 9));
     out.abort();
@@ -116,13 +117,29 @@ describe('DirectWriter', () => {
     expect(readFileSync(join(dir, 'again')).equals(data)).toBe(true);
   });
 
+  it.runIf(process.getuid?.() === 0)('a file system not known to do direct I/O well (here ramfs) is written through the page cache', () => {
+    const mnt = join(scratch(), 'ram');
+    mkdirSync(mnt);
+    expect(spawnSync('mount', ['-t', 'ramfs', 'ramfs', mnt]).status).toBe(0);
+    try {
+      expect(new DirectWriter(mnt).open(join(mnt, 'big'), FLAGS, 0o600, 64 * 2 ** 20)).toBeNull();
+      // The same size on the scratch directory's file system (ext4 here) goes direct.
+      const dir = scratch();
+      const out = new DirectWriter(dir).open(join(dir, 'big'), FLAGS, 0o600, 64 * 2 ** 20);
+      expect(out).not.toBeNull();
+      out!.abort();
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+
   it.runIf(process.getuid?.() === 0)('a full disk fails the archive, naming the file, and every later write', async () => {
     const mnt = join(scratch(), 'tiny');
     mkdirSync(mnt);
     expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]).status).toBe(0);
     try {
       const before = openFds();
-      const w = new DirectWriter();
+      const w = new DirectWriter(mnt);
       const path = join(mnt, 'base', '16385');
       mkdirSync(join(mnt, 'base'));
       const out = w.open(path, FLAGS, 0o600, 6 * 2 ** 20);
