@@ -4,10 +4,10 @@ import { closeSync, constants, ftruncateSync, futimesSync, openSync, statfsSync,
 // aligned buffers straight to the disk, on the thread pool, while the socket
 // goes on being read. Written through the page cache instead, each 770 MiB
 // backup first made the kernel find 770 MiB of fresh pages and copy into them,
-// and then write them back. On this project's VMs (free pages are handed
-// back to the host) that cost 0.3-2 s of system CPU per backup, on the one
-// core that also reads the socket; with O_DIRECT it is ~0.1 s. It also leaves
-// the backup server's page cache to what is read, not to files written once.
+// and then write them back. On this project's VMs that cost anything from 0.3
+// to 2 s of system CPU from one run to the next, on the core that also reads
+// the socket; with O_DIRECT it is 0.15-0.3 s every time. It also leaves the
+// backup server's page cache to what is read, not to files written once.
 //
 // Durability is unchanged: a direct write is on the device (maybe in its
 // volatile cache) when it completes; the backup's final syncfs commits the
@@ -101,13 +101,13 @@ export class DirectWriter {
   #unsupported = false;
   #fsChecked = false;
   #busy = 0;
+  #idle: (() => void)[] = [];
   readonly #dir: string;
 
   /** `dir`: where the files go (one file system: asked once). */
   constructor(dir: string) {
     this.#dir = dir;
   }
-  #idle: (() => void)[] = [];
 
   /**
    * A file of `size` bytes opened for direct writes, or null: the caller
@@ -188,8 +188,10 @@ export class DirectFileWriter {
   #slot: Buffer | null = null;
   #slotAt = 0;
   #fill = 0;
-  /** A buffered descriptor for what cannot go direct (no slot free, a refused write). */
+  /** A buffered descriptor for the rest of the file once no slot was free. */
   #buffered = -1;
+  /** A buffered descriptor for the bytes of a slot whose direct write was refused or cut short. */
+  #rescue = -1;
   #pending = 0;
   #ended = false;
   #closed = false;
@@ -274,8 +276,8 @@ export class DirectFileWriter {
           // A refused direct write (EINVAL: an alignment this device does not take) or a short one: the rest goes through the page cache.
           if (err) this.#w.refused();
           const from = err ? 0 : written;
-          if (this.#buffered < 0) this.#buffered = openSync(this.#path, constants.O_WRONLY);
-          for (let done = from; done < length; ) done += writeSync(this.#buffered, slot, done, length - done, at + done);
+          if (this.#rescue < 0) this.#rescue = openSync(this.#path, constants.O_WRONLY);
+          for (let done = from; done < length; ) done += writeSync(this.#rescue, slot, done, length - done, at + done);
         }
       } catch (e) {
         this.#w.fail(withPath(e as Error, this.#path));
@@ -299,6 +301,7 @@ export class DirectFileWriter {
     } finally {
       closeSync(this.#fd);
       if (this.#buffered >= 0) closeSync(this.#buffered);
+      if (this.#rescue >= 0) closeSync(this.#rescue);
       this.#w.finished();
     }
   }
