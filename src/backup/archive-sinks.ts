@@ -1,14 +1,12 @@
-import { constants, mkdirSync, openSync } from 'node:fs';
+import { constants, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { PassThrough, Writable, pipeline } from 'node:stream';
 import { TarParser } from '../cloud/backup-tar.ts';
 import type { BaseBackupSink, DirectArchive } from '../postgres/base-backup.ts';
-import { DirectWriter, type DirectFileWriter } from './direct-io.ts';
-import { EarlyWriteback } from './early-writeback.ts';
+import { DirectWriter, type FileWriter } from './direct-io.ts';
 import { PlainExtractor } from './plain-extract.ts';
 import { createCompressor, createDecompressor, resolveCompressionLevel } from '../wal/compression.ts';
 import { ZstdArchive } from './zstd-archive.ts';
-import { writeAllSync } from '../util/write-all-sync.ts';
 
 // Where the archives of a BASE_BACKUP go. Plain: the tars are extracted while
 // they stream in (base.tar into data/, <oid>.tar into <backup>/<oid>/, as
@@ -88,28 +86,21 @@ const HWM = 1 << 20;
  * loop, which is back-pressure on the socket).
  */
 class DirectFile implements DirectArchive {
-  #fd = -1;
-  #file: DirectFileWriter | null = null;
+  readonly #file: FileWriter;
   readonly #tally: { bytes: number };
-  readonly #writeback = new EarlyWriteback();
   readonly #direct: DirectWriter;
 
   constructor(path: string, tally: { bytes: number }, archive = true) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     this.#direct = new DirectWriter(dirname(path));
     // An archive's size is not known before it ends: any size goes direct.
-    if (archive) this.#file = this.#direct.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600, Infinity);
-    if (!this.#file) this.#fd = openSync(path, 'w', 0o600);
+    this.#file = this.#direct.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600, archive ? Infinity : 0);
     this.#tally = tally;
   }
 
   writeNow(chunk: Buffer): void {
     try {
-      if (this.#file) this.#file.write(chunk);
-      else {
-        writeAllSync(this.#fd, chunk);
-        this.#writeback.wrote(this.#fd, chunk.length);
-      }
+      this.#file.write(chunk);
       this.#tally.bytes += chunk.length;
     } catch (e) {
       this.abort();
@@ -118,25 +109,17 @@ class DirectFile implements DirectArchive {
   }
 
   whenReady(): Promise<void> | null {
-    return this.#file ? this.#direct.whenReady() : null;
+    return this.#direct.whenReady();
   }
 
   async close(): Promise<void> {
-    const fd = this.#fd;
-    this.#fd = -1;
-    if (fd >= 0) this.#writeback.close(fd);
-    this.#file?.end();
-    this.#file = null;
+    this.#file.end();
     await this.#direct.drain();
   }
 
   abort(): void {
-    this.#file?.abort();
-    this.#file = null;
-    const fd = this.#fd;
-    this.#fd = -1;
     try {
-      if (fd >= 0) this.#writeback.close(fd);
+      this.#file.abort();
     } catch {
       // already failing
     }

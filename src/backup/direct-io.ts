@@ -1,4 +1,6 @@
-import { closeSync, constants, ftruncateSync, futimesSync, openSync, statfsSync, write, writeSync } from 'node:fs';
+import { closeSync, constants, ftruncateSync, futimesSync, openSync, statfsSync, write } from 'node:fs';
+import { writeAllSync } from '../util/write-all-sync.ts';
+import { EarlyWriteback } from './early-writeback.ts';
 
 // A backup's large files are written with O_DIRECT: from a few reused,
 // aligned buffers straight to the disk, on the thread pool, while the socket
@@ -13,7 +15,8 @@ import { closeSync, constants, ftruncateSync, futimesSync, openSync, statfsSync,
 // volatile cache) when it completes; the backup's final syncfs commits the
 // metadata and flushes that cache, as it does for buffered files.
 //
-// Small files (under DIRECT_MIN_SIZE) stay buffered: a direct write waits for
+// Small files (under DIRECT_MIN_SIZE) stay buffered, synced early on the
+// thread pool (early-writeback.ts): a direct write waits for
 // the device, and most of a data directory's files are a few kB. Direct I/O
 // is used on local file systems known to do it well (DIRECT_IO_FS); on NFS,
 // where each direct write is a round trip to the server, on FUSE, overlay,
@@ -89,13 +92,26 @@ function slotPool(): SlotPool | null {
   return shared;
 }
 
+/** One file of a backup being written, direct or buffered. */
+export interface FileWriter {
+  /** Written with O_DIRECT (else through the page cache). */
+  readonly direct: boolean;
+  write(data: Uint8Array): void;
+  /** All the file's bytes were written: set its mtime and close it (a direct one once its writes complete). */
+  end(mtime?: number): void;
+  /** The backup failed: close the file (a direct one once its writes complete). */
+  abort(): void;
+}
+
 /**
- * Writes the large files of one archive with O_DIRECT. Writes complete in the
- * background: whenReady() is the back-pressure, drain() waits for them all and
- * throws the first failure (which also fails every later write or open).
+ * Writes the files of one archive: large ones with O_DIRECT, completing in
+ * the background (whenReady() is the back-pressure, drain() waits for them
+ * all and throws the first failure, which also fails every later write or
+ * open), the others with synchronous writes through the page cache.
  */
 export class DirectWriter {
   readonly #pool = slotPool();
+  readonly #writeback = new EarlyWriteback();
   #error: Error | null = null;
   /** O_DIRECT was refused here: later files are buffered. */
   #unsupported = false;
@@ -109,27 +125,26 @@ export class DirectWriter {
     this.#dir = dir;
   }
 
-  /**
-   * A file of `size` bytes opened for direct writes, or null: the caller
-   * writes it through the page cache (small, or direct I/O not available).
-   */
-  open(path: string | Buffer, flags: number, mode: number, size: number): DirectFileWriter | null {
-    this.#check();
+  /** A file of `size` bytes (Infinity: not known yet), written direct when it can be. */
+  open(path: string | Buffer, flags: number, mode: number, size: number): FileWriter {
+    return this.#openDirect(path, flags, mode, size) ?? new BufferedFileWriter(openSync(path, flags, mode), this.#writeback);
+  }
+
+  #openDirect(path: string | Buffer, flags: number, mode: number, size: number): DirectFileWriter | null {
+    this.check();
     if (size < DIRECT_MIN_SIZE || this.#unsupported || !this.#pool) return null;
     if (!this.#fsChecked) {
       this.#fsChecked = true;
       this.#unsupported = !onDirectIoFs(this.#dir);
       if (this.#unsupported) return null;
     }
-    let fd: number;
     try {
-      fd = openSync(path, flags | constants.O_DIRECT, mode);
+      return new DirectFileWriter(this, this.#pool, path, openSync(path, flags | constants.O_DIRECT, mode));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
       this.#unsupported = true;
       return null;
     }
-    return new DirectFileWriter(this, this.#pool, path, fd);
   }
 
   /** A promise while the aligned buffers run short: the reader should wait. */
@@ -140,7 +155,7 @@ export class DirectWriter {
   /** Waits for every write and file close started; throws the first failure. */
   async drain(): Promise<void> {
     while (this.#busy > 0) await new Promise<void>((r) => this.#idle.push(r));
-    this.#check();
+    this.check();
   }
 
   /** @internal */
@@ -148,9 +163,9 @@ export class DirectWriter {
     this.#error ??= e;
   }
 
-  /** @internal */
+  /** @internal Throws the first failure of a background write. */
   check(): void {
-    this.#check();
+    if (this.#error) throw this.#error;
   }
 
   /** @internal O_DIRECT writes were refused (EINVAL): files opened later are buffered. */
@@ -170,14 +185,11 @@ export class DirectWriter {
     this.#idle = [];
     for (const w of idle) w();
   }
-
-  #check(): void {
-    if (this.#error) throw this.#error;
-  }
 }
 
 /** One file being written with O_DIRECT; see DirectWriter. */
-export class DirectFileWriter {
+class DirectFileWriter implements FileWriter {
+  readonly direct = true;
   readonly #w: DirectWriter;
   readonly #pool: SlotPool;
   readonly #path: string | Buffer;
@@ -212,7 +224,7 @@ export class DirectFileWriter {
     while (at < data.length) {
       if (this.#buffered >= 0) {
         // Once a file has gone buffered it stays so: its offsets are no longer aligned.
-        for (let done = at; done < data.length; ) done += writeSync(this.#buffered, data, done, data.length - done, this.#size + done - at);
+        writeAllSync(this.#buffered, data.subarray(at), data.length - at, this.#size);
         this.#size += data.length - at;
         return;
       }
@@ -277,7 +289,7 @@ export class DirectFileWriter {
           if (err) this.#w.refused();
           const from = err ? 0 : written;
           if (this.#rescue < 0) this.#rescue = openSync(this.#path, constants.O_WRONLY);
-          for (let done = from; done < length; ) done += writeSync(this.#rescue, slot, done, length - done, at + done);
+          if (from < length) writeAllSync(this.#rescue, slot.subarray(from, length), length - from, at + from);
         }
       } catch (e) {
         this.#w.fail(withPath(e as Error, this.#path));
@@ -304,6 +316,38 @@ export class DirectFileWriter {
       if (this.#rescue >= 0) closeSync(this.#rescue);
       this.#w.finished();
     }
+  }
+}
+
+/** A file written through the page cache, synced early on the thread pool. */
+class BufferedFileWriter implements FileWriter {
+  readonly direct = false;
+  #fd: number;
+  readonly #writeback: EarlyWriteback;
+
+  constructor(fd: number, writeback: EarlyWriteback) {
+    this.#fd = fd;
+    this.#writeback = writeback;
+  }
+
+  write(data: Uint8Array): void {
+    writeAllSync(this.#fd, data);
+    this.#writeback.wrote(this.#fd, data.length);
+  }
+
+  end(mtime?: number): void {
+    const fd = this.#fd;
+    if (fd < 0) return;
+    this.#fd = -1;
+    try {
+      if (mtime !== undefined) futimesSync(fd, mtime, mtime);
+    } finally {
+      this.#writeback.close(fd);
+    }
+  }
+
+  abort(): void {
+    this.end();
   }
 }
 

@@ -1,10 +1,8 @@
-import { constants, futimesSync, mkdirSync, openSync, symlinkSync } from 'node:fs';
+import { constants, mkdirSync, symlinkSync } from 'node:fs';
 import { displayName, memberPath, TarFormatError, TarParser } from '../cloud/backup-tar.ts';
 import { ExtractionRoot } from '../cloud/restore-extract.ts';
-import { DirectWriter, type DirectFileWriter } from './direct-io.ts';
-import { EarlyWriteback } from './early-writeback.ts';
+import { DirectWriter, type FileWriter } from './direct-io.ts';
 import type { DirectArchive } from '../postgres/base-backup.ts';
-import { writeAllSync } from '../util/write-all-sync.ts';
 
 // A plain backup's archive (base.tar, <oid>.tar) extracted as its bytes arrive:
 // each chunk is parsed and written with synchronous writes before the call
@@ -31,12 +29,10 @@ export class PlainExtractor implements DirectArchive {
   readonly #parser = new TarParser();
   readonly #root: ExtractionRoot;
   readonly #o: PlainExtractOptions;
-  #fd = -1;
-  /** The file being written, when it goes direct. */
-  #file: DirectFileWriter | null = null;
+  /** The file being written. */
+  #file: FileWriter | null = null;
   #mtime = 0;
   #label: Buffer[] | null = null;
-  readonly #writeback = new EarlyWriteback();
   readonly #direct: DirectWriter;
 
   constructor(root: string, o: PlainExtractOptions) {
@@ -71,8 +67,6 @@ export class PlainExtractor implements DirectArchive {
   }
 
   abort(): void {
-    if (this.#fd >= 0) this.#writeback.close(this.#fd);
-    this.#fd = -1;
     this.#file?.abort();
     this.#file = null;
   }
@@ -80,16 +74,13 @@ export class PlainExtractor implements DirectArchive {
   #feed(chunk: Buffer): void {
     for (const ev of this.#parser.feed(chunk)) {
       if (ev.kind === 'data') {
-        if (this.#file) this.#file.write(ev.data);
-        else if (this.#fd >= 0) {
-          writeAllSync(this.#fd, ev.data);
-          this.#writeback.wrote(this.#fd, ev.data.length);
-        } else continue;
+        if (!this.#file) continue;
+        this.#file.write(ev.data);
         if (this.#o.tally) this.#o.tally.bytes += ev.data.length;
         // The socket's read buffer is reused: keep a copy.
         this.#label?.push(Buffer.from(ev.data));
       } else if (ev.kind === 'pad') {
-        if (this.#fd >= 0 || this.#file) this.#endFile();
+        if (this.#file) this.#endFile();
       } else if (ev.kind === 'member') {
         const m = ev.member;
         const rel = memberPath(m.name);
@@ -105,10 +96,7 @@ export class PlainExtractor implements DirectArchive {
           this.#root.directoryMode(rel, m.mode);
         } else if (m.type === 'file') {
           this.#root.ensureDir(parent);
-          const path = this.#root.path(rel);
-          const mode = m.mode & 0o7777 || 0o600;
-          this.#file = this.#direct.open(path, OPEN_FLAGS, mode, m.size);
-          if (!this.#file) this.#fd = openSync(path, OPEN_FLAGS, mode);
+          this.#file = this.#direct.open(this.#root.path(rel), OPEN_FLAGS, m.mode & 0o7777 || 0o600, m.size);
           this.#mtime = m.mtime;
           this.#label = rel === 'backup_label' && this.#o.onBackupLabel ? [] : null;
           if (m.size === 0) this.#endFile();
@@ -125,18 +113,9 @@ export class PlainExtractor implements DirectArchive {
   }
 
   #endFile(): void {
-    if (this.#file) {
-      this.#file.end(this.#mtime);
-      this.#file = null;
-    } else {
-      const fd = this.#fd;
-      this.#fd = -1;
-      try {
-        futimesSync(fd, this.#mtime, this.#mtime);
-      } finally {
-        this.#writeback.close(fd);
-      }
-    }
+    const file = this.#file!;
+    this.#file = null;
+    file.end(this.#mtime);
     if (this.#label) {
       this.#o.onBackupLabel!(Buffer.concat(this.#label).toString('utf8'));
       this.#label = null;

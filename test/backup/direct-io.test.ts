@@ -35,7 +35,9 @@ describe('DirectWriter', () => {
   it('leaves small files to the page cache', () => {
     const dir = scratch();
     const w = new DirectWriter(dir);
-    expect(w.open(join(dir, 'small'), FLAGS, 0o600, DIRECT_MIN_SIZE - 1)).toBeNull();
+    const small = w.open(join(dir, 'small'), FLAGS, 0o600, DIRECT_MIN_SIZE - 1);
+    expect(small.direct).toBe(false);
+    small.end();
   });
 
   for (const chunk of [4096, 32_768 + 5, 1 << 20, 3 << 20]) {
@@ -47,13 +49,13 @@ describe('DirectWriter', () => {
       const files = sizes.map((size, i) => ({ path: join(dir, `f${i}`), data: pattern(size, i) }));
       for (const [i, f] of files.entries()) {
         const out = w.open(f.path, FLAGS, 0o640, f.data.length);
-        expect(out, 'opened for direct writes').not.toBeNull();
+        expect(out.direct, 'opened for direct writes').toBe(true);
         for (let at = 0; at < f.data.length; at += chunk) {
-          out!.write(f.data.subarray(at, at + chunk));
+          out.write(f.data.subarray(at, at + chunk));
           const ready = w.whenReady();
           if (ready) await ready;
         }
-        out!.end(1_700_000_000 + i);
+        out.end(1_700_000_000 + i);
       }
       await w.drain();
       expect(openFds()).toBe(before);
@@ -74,7 +76,7 @@ describe('DirectWriter', () => {
     // 3 files of 6 MiB in one go: far more than the shared buffers hold.
     const files = [0, 1, 2].map((i) => ({ path: join(dir, `f${i}`), data: pattern(6 * 2 ** 20 + 777 * i, i) }));
     for (const f of files) {
-      const out = w.open(f.path, FLAGS, 0o600, f.data.length)!;
+      const out = w.open(f.path, FLAGS, 0o600, f.data.length);
       for (let at = 0; at < f.data.length; at += 65_536) out.write(f.data.subarray(at, at + 65_536));
       out.end();
     }
@@ -103,13 +105,13 @@ describe('DirectWriter', () => {
     const dir = scratch();
     const before = openFds();
     const w = new DirectWriter(dir);
-    const out = w.open(join(dir, 'cut'), FLAGS, 0o600, 4 * 2 ** 20)!;
+    const out = w.open(join(dir, 'cut'), FLAGS, 0o600, 4 * 2 ** 20);
     out.write(pattern(2 * 2 ** 20 + 5, 9));
     out.abort();
     await w.drain();
     expect(openFds()).toBe(before);
     // All the buffers are free again: a full-size file goes direct with no wait.
-    const again = w.open(join(dir, 'again'), FLAGS, 0o600, 6 * 2 ** 20)!;
+    const again = w.open(join(dir, 'again'), FLAGS, 0o600, 6 * 2 ** 20);
     const data = pattern(6 * 2 ** 20, 3);
     again.write(data);
     again.end();
@@ -122,12 +124,14 @@ describe('DirectWriter', () => {
     mkdirSync(mnt);
     expect(spawnSync('mount', ['-t', 'ramfs', 'ramfs', mnt]).status).toBe(0);
     try {
-      expect(new DirectWriter(mnt).open(join(mnt, 'big'), FLAGS, 0o600, 64 * 2 ** 20)).toBeNull();
+      const ram = new DirectWriter(mnt).open(join(mnt, 'big'), FLAGS, 0o600, 64 * 2 ** 20);
+      expect(ram.direct).toBe(false);
+      ram.end();
       // The same size on the scratch directory's file system (ext4 here) goes direct.
       const dir = scratch();
       const out = new DirectWriter(dir).open(join(dir, 'big'), FLAGS, 0o600, 64 * 2 ** 20);
-      expect(out).not.toBeNull();
-      out!.abort();
+      expect(out.direct).toBe(true);
+      out.abort();
     } finally {
       spawnSync('umount', [mnt]);
     }
@@ -143,19 +147,19 @@ describe('DirectWriter', () => {
       const path = join(mnt, 'base', '16385');
       mkdirSync(join(mnt, 'base'));
       const out = w.open(path, FLAGS, 0o600, 6 * 2 ** 20);
-      expect(out, 'tmpfs takes O_DIRECT on this kernel').not.toBeNull();
+      expect(out.direct, 'tmpfs takes O_DIRECT on this kernel').toBe(true);
       const data = pattern(6 * 2 ** 20, 1);
       let thrown: unknown = null;
       try {
         for (let at = 0; at < data.length; at += 1 << 20) {
-          out!.write(data.subarray(at, at + (1 << 20)));
+          out.write(data.subarray(at, at + (1 << 20)));
           const ready = w.whenReady();
           if (ready) await ready;
         }
-        out!.end();
+        out.end();
       } catch (e) {
         thrown = e;
-        out!.abort();
+        out.abort();
       }
       const drained = await w.drain().then(() => null, (e: unknown) => e);
       const failure = (thrown ?? drained) as Error;
